@@ -1,0 +1,20 @@
+"The package imports with torch and einops alone (the GPU machine cannot install matplotlib or tqdm extras)."
+import subprocess, sys, textwrap
+
+
+def test_import_without_matplotlib_and_tqdm():
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('matplotlib', 'tqdm', 'fastcore', 'IPython'): raise ImportError(f'blocked {name}')
+        sys.meta_path.insert(0, Block())
+        import torch
+        from mae_nb.model import MAEConfig, MaskedAutoencoder
+        import mae_nb.patches, mae_nb.masking, mae_nb.pos_embed, mae_nb.vit, mae_nb.data, mae_nb.visualize, mae_nb.cli
+        m = MaskedAutoencoder(MAEConfig.from_preset('fmnist'))
+        print(m(torch.rand(2, 1, 28, 28)).pred.shape)
+    """)
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'torch.Size([2, 49, 16])' in r.stdout
