@@ -1,17 +1,19 @@
 "The `mae_nb` console command, run as a user runs it."
-import subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 MAE_NB = Path(sys.executable).parent/'mae_nb'
+ENV = {**os.environ, 'MPLBACKEND': 'Agg'}
 
 
 def run(*args):
-    return subprocess.run([MAE_NB, *args], capture_output=True, text=True)
+    return subprocess.run([MAE_NB, *map(str, args)], capture_output=True, text=True, env=ENV)
 
 
 def test_help_lists_commands():
     r = run('--help')
-    assert r.returncode == 0 and 'demo' in r.stdout and 'flops' in r.stdout
+    assert r.returncode == 0 and all(c in r.stdout for c in ('demo', 'pretrain', 'probe', 'flops'))
+    for c in ('demo', 'pretrain', 'probe', 'flops'): assert run(c, '--help').returncode == 0
 
 
 def test_flops_table():
@@ -21,13 +23,42 @@ def test_flops_table():
     assert len(rows) == 1 and '303.1' in rows[0]      # ViT-L encoder: 303.1 M trainable parameters
 
 
-def test_unknown_preset_lists_known_ones():
+def test_unknown_names_list_known_ones():
     r = run('flops', 'gigantic')
     assert r.returncode == 2 and 'choose one of tiny, small, base, large, huge, cifar, fmnist' in r.stderr
+    r = run('pretrain', '--dataset', 'imagenet21k')
+    assert r.returncode == 2 and 'choose one of fmnist, cifar10, imagefolder' in r.stderr
 
 
-def test_demo_writes_figure(tmp_path):
-    r = run('demo', '--steps', '20', '--out', str(tmp_path))
+def test_missing_data_says_where_to_put_it(tmp_path):
+    r = run('pretrain', '--preset', 'cifar', '--dataset', 'cifar10', '--data-root', tmp_path, '--out', tmp_path/'run')
+    assert r.returncode == 1 and 'cifar-10-batches-py' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_short_pretraining_then_probe(tmp_path):
+    r = run('pretrain', '--limit', '256', '--batch-size', '64', '--epochs', '2', '--no-progress', '--out', tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path/'overfit.png').stat().st_size > 10_000
-    assert 'not pretraining' in r.stdout
+    s = json.loads((tmp_path/'summary.json').read_text())
+    assert s['step'] == 8 and s['final_loss'] > 0
+    r = run('probe', tmp_path/'checkpoint.pt', '--limit', '1000', '--epochs', '2')
+    assert r.returncode == 0, r.stderr
+    p = json.loads((tmp_path/'probe.json').read_text())['pretrained']
+    assert 10 < p['linear_probe'] <= 100 and p['train_images'] == 1000 and p['test_images'] == 10_000
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    (tmp_path/'checkpoint.pt').write_bytes(b'PK\x03\x04 not really a checkpoint')
+    r = run('probe', tmp_path/'checkpoint.pt')
+    assert r.returncode == 1 and 'checkpoint.pt is not a readable checkpoint' in r.stderr, r.stderr
+    r = run('pretrain', '--limit', '64', '--batch-size', '32', '--out', tmp_path, '--resume', '--no-progress')
+    assert r.returncode == 1 and 'is not a readable checkpoint' in r.stderr, r.stderr
+
+
+def test_demo_writes_its_outputs(tmp_path):
+    r = run('demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--out', tmp_path)
+    assert r.returncode == 0, r.stderr
+    for f in ('checkpoint.pt', 'metrics.jsonl', 'loss.png', 'reconstructions.png', 'probe.json'):
+        assert (tmp_path/f).stat().st_size > 0, f
+    res = json.loads((tmp_path/'probe.json').read_text())
+    assert {'pretrained', 'random_init', 'gain_linear_probe'} <= set(res)
+    assert 'gain from pretraining' in r.stdout
