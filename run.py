@@ -6,10 +6,10 @@
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
 
 Each creates the virtual environment .venv/ on first use and installs the package with its dev
-extras; it reinstalls when settings.ini, setup.py or pyproject.toml change.
+extras; it reinstalls when the contents of settings.ini, setup.py or pyproject.toml change.
 """
 from __future__ import annotations
-import os, subprocess, sys
+import hashlib, os, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -25,13 +25,13 @@ def sh(*cmd, **kw):
 
 
 def ensure_venv():
-    "Create .venv and install the project into it, unless that is already done and up to date."
+    "Create .venv and install the project into it, unless that is already done for the current settings."
     py, stamp = BIN/'python', VENV/'.installed'
     if not py.exists(): sh(sys.executable, '-m', 'venv', VENV)
-    deps = [ROOT/f for f in ('settings.ini', 'setup.py', 'pyproject.toml')]
-    if not stamp.exists() or any(d.stat().st_mtime > stamp.stat().st_mtime for d in deps):
+    digest = hashlib.sha256(b''.join((ROOT/f).read_bytes() for f in ('settings.ini', 'setup.py', 'pyproject.toml'))).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
         sh(py, '-m', 'pip', 'install', '--disable-pip-version-check', '-e', f'{ROOT}[dev]')
-        stamp.touch()
+        stamp.write_text(digest)
 
 
 def venv_env() -> dict:

@@ -43,7 +43,7 @@ def test_short_pretraining_then_probe(tmp_path):
     r = run('probe', tmp_path/'checkpoint.pt', '--limit', '1000', '--epochs', '2')
     assert r.returncode == 0, r.stderr
     p = json.loads((tmp_path/'probe.json').read_text())['pretrained']
-    assert 10 < p['linear_probe'] <= 100 and p['train_images'] == 1000 and p['test_images'] == 10_000
+    assert 10 < p['linear_probe'] <= 100 and p['train_images'] == 1000 and p['eval_images'] == 10_000
 
 
 def test_corrupt_checkpoint_is_named(tmp_path):
@@ -62,3 +62,20 @@ def test_demo_writes_its_outputs(tmp_path):
     res = json.loads((tmp_path/'probe.json').read_text())
     assert {'pretrained', 'random_init', 'gain_linear_probe'} <= set(res)
     assert 'gain from pretraining' in r.stdout
+
+
+def test_pretrain_on_an_image_folder(tmp_path):
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for cls in ('cats', 'dogs'):
+        (tmp_path/'data'/'train'/cls).mkdir(parents=True)
+        for i in range(4):
+            size = (40 + 3 * i, 36)
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path/'data'/'train'/cls/f'{i}.{"png" if i % 2 else "jpg"}')
+    r = run('pretrain', '--preset', 'cifar', '--dataset', 'imagefolder', '--data-root', tmp_path/'data', '--batch-size', '4',
+            '--epochs', '1', '--num-workers', '0', '--no-progress', '--log-every', '1', '--out', tmp_path/'run')
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path/'run'/'summary.json').read_text())['step'] == 2
+    r = run('pretrain', '--preset', 'cifar', '--dataset', 'imagefolder', '--out', tmp_path/'run2')
+    assert r.returncode == 1 and 'root' in r.stderr, r.stderr
