@@ -136,4 +136,5 @@ d = { 'settings': { 'branch': 'main',
                             'mae_nb.vit.PatchEmbed.__init__': ('vit.html#patchembed.__init__', 'mae_nb/vit.py'),
                             'mae_nb.vit.PatchEmbed.forward': ('vit.html#patchembed.forward', 'mae_nb/vit.py'),
                             'mae_nb.vit.check_images': ('vit.html#check_images', 'mae_nb/vit.py'),
+                            'mae_nb.vit.drop_path': ('vit.html#drop_path', 'mae_nb/vit.py'),
                             'mae_nb.vit.init_weights': ('vit.html#init_weights', 'mae_nb/vit.py')}}}

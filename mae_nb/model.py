@@ -41,6 +41,7 @@ class MAEConfig:
     norm_pix_loss: bool = False     # target = each patch normalised by its own mean and std
     mask_ratio: float = 0.75        # default fraction of patches removed
     masking: str = 'random'         # how patches are chosen: 'random', 'block' or 'grid'
+    encoder_mask_tokens: bool = False  # the paper's Table 1c baseline: the encoder sees every position, mask tokens in place of removed patches
 
     def __post_init__(self):
         def need(ok, msg):
@@ -104,7 +105,7 @@ class MaskedAutoencoder(nn.Module):
         self.norm = nn.LayerNorm(D, eps=1e-6)
         # decoder
         self.decoder_embed = nn.Linear(D, Dd)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, D if cfg.encoder_mask_tokens else Dd))   # decoder's, or the encoder's (Table 1c)
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, N + 1, Dd), requires_grad=False)
         self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)])
         self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
@@ -133,7 +134,11 @@ def forward_encoder(self: MaskedAutoencoder,
     x = x + self.pos_embed[:, 1:]
     if noise is None and mask_ratio > 0 and self.cfg.masking != 'random':
         noise = mask_noise(self.cfg.masking, x.shape[0], self.patch_embed.grid_size, mask_ratio, device=x.device)
-    x, mask, ids_restore = random_masking(x, mask_ratio, noise)      # (B, N_keep, D)
+    if self.cfg.encoder_mask_tokens and mask_ratio > 0:             # Table 1c baseline: keep all N positions
+        _, mask, _ = random_masking(x, mask_ratio, noise)
+        x = torch.where(mask[..., None].bool(), self.mask_token.to(x.dtype) + self.pos_embed[:, 1:], x)   # (B, N, D)
+        ids_restore = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)   # latent already in image order
+    else: x, mask, ids_restore = random_masking(x, mask_ratio, noise)   # (B, N_keep, D)
     cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
     x = torch.cat([cls, x], dim=1)                                  # (B, 1+N_keep, D)
     for blk in self.blocks: x = blk(x)
@@ -148,8 +153,10 @@ def forward_decoder(self: MaskedAutoencoder,
     "Fill in mask tokens, unshuffle, run the decoder, predict every patch's pixels."
     x = self.decoder_embed(latent)                                  # (B, 1+N_keep, Dd)
     B, N = ids_restore.shape
-    mask_tokens = self.mask_token.expand(B, N + 1 - x.shape[1], -1)  # (B, N-N_keep, Dd)
-    x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)                  # (B, N, Dd), shuffled order
+    x_ = x[:, 1:]
+    if x.shape[1] < N + 1:                                          # (with `encoder_mask_tokens` the encoder kept all N)
+        mask_tokens = self.mask_token.expand(B, N + 1 - x.shape[1], -1)  # (B, N-N_keep, Dd)
+        x_ = torch.cat([x_, mask_tokens], dim=1)                    # (B, N, Dd), shuffled order
     x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))  # image order
     x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed  # (B, 1+N, Dd)
     for blk in self.decoder_blocks: x = blk(x)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['check_images', 'PatchEmbed', 'Attention', 'Mlp', 'Block', 'init_weights']
+__all__ = ['check_images', 'PatchEmbed', 'Attention', 'Mlp', 'drop_path', 'Block', 'init_weights']
 
 # %% ../nbs/03_vit.ipynb #aae61e5a
 def check_images(imgs: torch.Tensor, img_size: int, in_chans: int):
@@ -60,18 +60,26 @@ class Mlp(nn.Module):
 
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    "Stochastic depth: zero each sample's residual branch with probability `p`, scale the kept ones by 1/(1-p)."
+    if p == 0.0 or not training: return x
+    keep = torch.rand(x.shape[0], *(1,) * (x.ndim - 1), device=x.device, dtype=x.dtype) >= p   # (B, 1, 1)
+    return x * keep / (1 - p)
+
 class Block(nn.Module):
-    "Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`."
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+    "Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`; `drop_path` > 0 drops whole branches per sample."
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
+        if not 0 <= drop_path < 1: raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:         # (B, T, D) -> (B, T, D)
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 # %% ../nbs/03_vit.ipynb #a7d3ad96
 def init_weights(m: nn.Module):
