@@ -148,7 +148,7 @@ def demo(out: str | Path = 'runs/demo', epochs: int = DEMO['epochs'], limit: int
                      limit=limit, out_dir=str(out), resume=True, device=device)
     print(f'mae_nb demo: pretraining MAEConfig.from_preset({DEMO["preset"]!r}) on Fashion-MNIST for {epochs} epochs -> {out}/')
     summary = pretrain(mc, tc)
-    recs = read_metrics(out/'metrics.jsonl')
+    recs = read_metrics(out/'metrics.jsonl', has='loss')
     fig = plot_metrics(recs, f'MAE pretraining on Fashion-MNIST ({summary["step"]} steps)')
     fig.savefig(out/'loss.png', dpi=100); plt.close(fig)
 

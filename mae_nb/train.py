@@ -16,7 +16,7 @@ from .model import MAEConfig, MaskedAutoencoder
 
 # %% auto #0
 __all__ = ['NO_DECAY_NAMES', 'TrainConfig', 'param_groups', 'warmup_cosine', 'save_checkpoint', 'check_fits', 'load_checkpoint',
-           'load_model', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'pretrain']
+           'load_model', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 @dataclass
@@ -172,9 +172,12 @@ class MetricsLog:
     def write(self, **rec):
         with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
 
-def read_metrics(path: str | Path) -> list[dict]:
+def read_metrics(path: str | Path, # a `metrics.jsonl` file
+                 has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)
+                ) -> list[dict]:
     "The records of a `metrics.jsonl` file."
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    recs = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return [r for r in recs if has is None or has in r]
 
 # %% ../nbs/06_train.ipynb #7dfb66e9
 def _amp_dtype(amp: str, device: torch.device):
@@ -195,13 +198,18 @@ def _param_fingerprint(model) -> torch.Tensor:
     return torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in model.parameters()])
 
 # %% ../nbs/06_train.ipynb #807795ae
-def pretrain(mc: MAEConfig, tc: TrainConfig) -> dict:
-    "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
-    rank, world, device = dist_setup(tc.device)
+def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
+        groups: list[dict], # optimizer parameter groups; an optional 'lr_scale' key scales a group's learning rate
+        loader, # this rank's batches: a `TensorLoader` or `FolderLoader` (set_epoch, iter_from, len)
+        loss_fn, # (model, x, y, epoch, batch) -> scalar loss; `model` is the DDP-wrapped / compiled one
+        tc: TrainConfig,
+        rank: int = 0, world: int = 1, device=torch.device('cpu'), # from `dist_setup`
+        meta: dict | None = None, # stored in every checkpoint, e.g. dict(config=asdict(mc))
+        monitor=None, # (model, epoch) -> dict or None, after each epoch on rank 0: logged (e.g. kNN or test accuracy)
+        desc: str = 'training', # progress-bar label
+       ) -> dict: # summary: steps, final loss, times, lr, effective batch, last monitor record
+    "The training loop shared by pretraining and fine-tuning: AdamW, warm-up + cosine, AMP, accumulation, DDP, logs, atomic checkpoints, exact resume."
     out = Path(tc.out_dir); ckpt_path = out/'checkpoint.pt'
-    torch.manual_seed(tc.seed); random.seed(tc.seed)
-    model = MaskedAutoencoder(mc).to(device)
-    loader = build_loader(tc, mc, rank, world, device)
     steps_per_epoch = len(loader) // tc.accum_iter
     if steps_per_epoch < 1:
         raise ValueError(f"{len(loader)} batch(es) of {tc.batch_size} per epoch cannot make one step of accum_iter={tc.accum_iter}: use fewer or smaller batches")
@@ -209,20 +217,22 @@ def pretrain(mc: MAEConfig, tc: TrainConfig) -> dict:
     eff_batch = tc.batch_size * tc.accum_iter * world
     lr = tc.lr if tc.lr is not None else tc.blr * eff_batch / 256
     fused = device.type == 'cuda' if tc.fused is None else tc.fused
-    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=lr, betas=tc.betas, fused=fused)
+    groups = [{**g, 'lr': lr * g.get('lr_scale', 1.0)} for g in groups]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=tc.betas, fused=fused)
     warmup, min_ratio = round(tc.warmup_epochs * steps_per_epoch), tc.min_lr / lr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, min_ratio))
     amp = _amp_dtype(tc.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
 
     epoch = batch = step = 0
-    resumed_loss, resumed_s = float('nan'), 0.0
+    resumed_loss, resumed_s, last_monitor = float('nan'), 0.0, None
     if ckpt_path.exists():
         if not tc.resume: raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
         ck = load_checkpoint(ckpt_path, model)
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
         sched.load_state_dict(ck['scheduler']); scaler.load_state_dict(ck['scaler'])
         epoch, batch, step, resumed_loss, resumed_s = ck['epoch'], ck['batch'], ck['step'], ck.get('loss', float('nan')), ck.get('elapsed_s', 0.0)
+        last_monitor = ck.get('monitor')
         _set_rng_state(ck['rng'], device)
     elif tc.resume and rank == 0: print(f'--resume: no checkpoint in {out}, starting from scratch')
 
@@ -231,28 +241,28 @@ def pretrain(mc: MAEConfig, tc: TrainConfig) -> dict:
 
     def checkpoint(epoch, batch):
         if rank == 0:
-            save_checkpoint(ckpt_path, dict(model=model.state_dict(), config=asdict(mc), train_config=asdict(tc),
+            save_checkpoint(ckpt_path, dict(model=model.state_dict(), **(meta or {}), train_config=asdict(tc),
                                             optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                                            epoch=epoch, batch=batch, step=step, loss=last_loss, elapsed_s=elapsed(), rng=_rng_state(device), version=1))
+                                            epoch=epoch, batch=batch, step=step, loss=last_loss, elapsed_s=elapsed(), rng=_rng_state(device),
+                                            monitor=last_monitor, version=1))
 
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if world > 1 else model
     fwd = torch.compile(ddp) if tc.compile else ddp
     log = MetricsLog(out/'metrics.jsonl', keep_until=step) if rank == 0 else None
     from tqdm import tqdm
-    bar = tqdm(total=total, initial=step, desc='pretraining', disable=rank != 0 or not tc.progress, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
     loss_sum, nonfinite, n_loss = torch.zeros((), device=device), torch.zeros((), dtype=torch.bool, device=device), 0
     t_log, img_log, t_start, last_loss = time.perf_counter(), 0, time.perf_counter(), resumed_loss
     model.train()
     while epoch < tc.epochs:
         loader.set_epoch(epoch)
         n_micro = steps_per_epoch * tc.accum_iter                       # trailing micro-batches that make no full step are skipped
-        for i, (x, _) in zip(range(batch, n_micro), loader.iter_from(batch)):
+        for i, (x, y) in zip(range(batch, n_micro), loader.iter_from(batch)):
             last_micro = (i + 1) % tc.accum_iter == 0
-            noise = batch_noise(mc, tc.seed, epoch, i, x.shape[0], rank, world).to(device, non_blocking=True)
             sync = nullcontext() if last_micro or world == 1 else ddp.no_sync()
             with sync:
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    loss = fwd(x, noise=noise).loss
+                    loss = loss_fn(fwd, x, y, epoch, i)
                 scaler.scale(loss / tc.accum_iter).backward()
             loss_sum += loss.detach().float(); nonfinite |= ~torch.isfinite(loss.detach()); n_loss += 1
             if not last_micro: continue
@@ -273,16 +283,42 @@ def pretrain(mc: MAEConfig, tc: TrainConfig) -> dict:
                 if log: log.write(**rec)
                 bar.set_postfix(loss=f'{last_loss:.4f}', lr=f"{rec['lr']:.2e}", img_s=f"{rec['img_per_s']:.0f}")
                 loss_sum.zero_(); nonfinite.zero_(); n_loss = 0; t_log, img_log = now, 0
+                if end_of_epoch and monitor is not None and rank == 0:   # before the checkpoint: a resume never skips it
+                    model.eval()
+                    with torch.no_grad(): res = monitor(model, epoch + 1)
+                    model.train()
+                    if res is not None:
+                        last_monitor = dict(step=step, epoch=epoch + 1, **res)
+                        log.write(**last_monitor)
+                        bar.write(f"epoch {epoch + 1}: " + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in res.items()))
+                    t_log = time.perf_counter()                          # evaluation time is not training speed
                 if save: checkpoint(epoch + 1, 0) if end_of_epoch else checkpoint(epoch, i + 1)
             bar.update(1)
         epoch, batch = epoch + 1, 0
     bar.close()
     summary = dict(step=step, epochs=tc.epochs, final_loss=last_loss, wall_s=round(time.perf_counter() - t_start, 1), train_s=elapsed(),
-                   lr=lr, effective_batch=eff_batch,
-                   world_size=world, checkpoint=str(ckpt_path))
+                   lr=lr, effective_batch=eff_batch, world_size=world, checkpoint=str(ckpt_path))
+    if last_monitor is not None: summary['monitor'] = last_monitor
     if world > 1:
         fp = _param_fingerprint(model).to(device)
         allfp = [torch.zeros_like(fp) for _ in range(world)]
         dist.all_gather(allfp, fp)
         summary['ranks_in_sync'] = all(torch.equal(allfp[0], f) for f in allfp[1:])
     return summary
+
+# %% ../nbs/06_train.ipynb #f018d7d8
+def pretrain(mc: MAEConfig, tc: TrainConfig,
+             monitor=None, # (model, epoch) -> dict or None after each epoch, e.g. `evaluate.knn_monitor(...)`
+            ) -> dict:
+    "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
+    rank, world, device = dist_setup(tc.device)
+    torch.manual_seed(tc.seed); random.seed(tc.seed)
+    model = MaskedAutoencoder(mc).to(device)
+    loader = build_loader(tc, mc, rank, world, device)
+
+    def loss_fn(model, x, y, epoch, i):
+        noise = batch_noise(mc, tc.seed, epoch, i, x.shape[0], rank, world).to(device, non_blocking=True)
+        return model(x, noise=noise).loss
+
+    return fit(model, param_groups(model, tc.weight_decay), loader, loss_fn, tc, rank, world, device,
+               meta=dict(config=asdict(mc)), monitor=monitor, desc='pretraining')
