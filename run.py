@@ -4,12 +4,13 @@
     python3 run.py demo     # the main job: `mae_nb demo`
     python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
+    python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/
 
 Each creates the virtual environment .venv/ on first use and installs the package with its dev
 extras; it reinstalls when the contents of settings.ini, setup.py or pyproject.toml change.
 """
 from __future__ import annotations
-import hashlib, os, subprocess, sys
+import hashlib, os, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -73,16 +74,185 @@ def cmd_readme():
     print(f'wrote {README.name} and {len(files)} file(s) in {README_FILES}/')
 
 
+# ---------------------------------------------------------------- the read-along website
+SITE = ROOT/'_docs'
+SITE_CSS = """
+body.jp-Notebook { margin: 0; padding: 0; }
+nav.site-nav { position: fixed; top: 0; left: 0; bottom: 0; width: 14rem; overflow-y: auto; padding: 1.2rem 1rem;
+  background: #f6f7f9; border-right: 1px solid #dde; font: 15px/1.4 system-ui, sans-serif; }
+nav.site-nav .brand { display: block; font-weight: 700; font-size: 1.15rem; margin-bottom: 1rem; color: #222; text-decoration: none; }
+nav.site-nav ol { list-style: none; padding: 0; margin: 0; }
+nav.site-nav li a { display: block; padding: .3rem .5rem; border-radius: 4px; color: #2a5db0; text-decoration: none; }
+nav.site-nav li a:hover { background: #e8ecf3; }
+nav.site-nav li.current a { background: #2a5db0; color: white; }
+nav.site-nav .num { display: inline-block; width: 1.6rem; color: #888; font-variant-numeric: tabular-nums; }
+nav.site-nav li.current .num { color: #dde; }
+main.site-main { margin-left: 16rem; max-width: 62rem; padding: 1rem 2rem 3rem; }
+header.site-title { font-family: system-ui, sans-serif; padding-left: var(--jp-cell-padding, 5px); }
+header.site-title h1 { margin-bottom: .2rem; font-size: 2.2rem; }
+header.site-title .description { font-style: italic; font-size: 120%; opacity: 75%; margin: 0 0 1rem; }
+.jp-RenderedMarkdown pre { background: #f5f6f8; padding: .6rem .8rem; border-radius: 4px; }
+footer.pager { display: flex; justify-content: space-between; margin-top: 3rem; padding-top: 1rem; border-top: 1px solid #dde;
+  font: 15px system-ui, sans-serif; }
+.jp-InputArea-editor .highlight pre { overflow-x: auto; }
+a.source-link { float: right; font-size: smaller; }
+.jp-RenderedMarkdown table { font-size: 90%; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+@media (max-width: 900px) { nav.site-nav { position: static; width: auto; } main.site-main { margin-left: 0; } }
+"""
+SITE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock %}
+{% block html_head_js_mathjax %}{% endblock %}
+{% block html_head_js_mermaidjs %}{% endblock %}
+{% block extra_css %}<link rel="stylesheet" href="{{ resources.site.root }}site.css">{% endblock %}
+{% block body_header %}<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+{{ resources.site.nav }}<main class="site-main">{{ resources.site.header }}{% endblock %}
+{% block body_footer %}{{ resources.site.pager }}</main></body>{% endblock %}
+"""
+
+
+def site_notebooks() -> list[Path]:
+    "Every notebook under nbs/, in reading order: index first, then by path (names starting with _ or . are skipped, as nbdev does)."
+    nbs = [p for p in (ROOT/'nbs').rglob('*.ipynb')
+           if not any(part.startswith(('_', '.')) for part in p.relative_to(ROOT/'nbs').parts)]
+    return sorted(nbs, key=lambda p: (p.name != 'index.ipynb', p.relative_to(ROOT/'nbs').as_posix()))
+
+
+def page_name(nb: Path) -> str:
+    "The page a notebook becomes, named as nbdev and Quarto name it: nbs/00_patches.ipynb -> patches.html."
+    rel = nb.relative_to(ROOT/'nbs') if nb.is_relative_to(ROOT/'nbs') else Path(nb.name)
+    return rel.with_name(re.sub(r'^\d+[a-zA-Z0-9]*_', '', rel.name.lower())).with_suffix('.html').as_posix()
+
+
+def doc_notebook(path: Path):
+    """`path` as the website shows it: nbdev's own docs processors (a `show_doc` after every exported symbol,
+    exported and hidden cells removed, symbols in backticks linked), except that `show_doc` is evaluated against
+    the exported module instead of re-executing the notebook. Returns (nbformat notebook, frontmatter dict)."""
+    import importlib, inspect, json, nbformat
+    from execnb.nbio import read_nb
+    from nbdev.config import get_config
+    from nbdev.frontmatter import FrontmatterProc
+    from nbdev.process import NBProcessor, Processor
+    from nbdev import processors as P
+    from nbdev.showdoc import show_doc
+
+    class render_show_docs(Processor):
+        "Give each `show_doc` cell its markdown output, rendered from the exported module."
+        def begin(self):
+            mod = P._default_exp(self.nb)
+            self.ns = {'show_doc': show_doc, **(vars(importlib.import_module(f'{get_config().lib_name}.{mod}')) if mod else {})}
+        def cell(self, cell):
+            if not P._is_showdoc(cell): return
+            code = '\n'.join(l for l in cell.source.splitlines() if not l.startswith('#|'))
+            try: doc = eval(code, self.ns); md = doc._repr_markdown_()
+            except Exception as e: raise RuntimeError(f"{path.name}: `{code}` failed ({e}): is the notebook exported (nbdev_export)?") from e
+            try: md = md.replace('#LNone)', f'#L{inspect.getsourcelines(doc.sym)[1]})')   # (nbdev finds no line for qualified names)
+            except (TypeError, OSError): pass
+            md = re.sub(r'\[source\]\((\S+?)\)\{[^}]*\}', r'<a class="source-link" href="\1">source</a>', md)   # Quarto attributes
+            md = re.sub(r'^(#+) (\S+)\s*$', lambda m: f'<h{len(m[1])} id="{m[2].lower()}">{m[2]}</h{len(m[1])}>\n', md, flags=re.M)
+            cell.outputs = [{'output_type': 'display_data', 'metadata': {}, 'data': {'text/markdown': md.splitlines(True)}}]
+
+    nb = read_nb(path)
+    NBProcessor(path, [FrontmatterProc, P.populate_language, P.add_show_docs, P.strip_ansi, P.hide_line, P.filter_stream_,
+                       P.rm_header_dash, P.clean_show_doc, render_show_docs, P.rm_export, P.clean_magics, P.hide_,
+                       P.add_links, P.mv_exports, P.strip_hidden_metadata], nb=nb).process()
+    cells = []
+    for c in nb.cells:
+        d = {**c.get('directives_', {}), **{k.strip() + ':': v.split() for k, _, v in
+                                              (l[2:].partition(':') for l in c.source.splitlines() if l.startswith('#|'))}}
+        if c.cell_type == 'raw' or d.get('include:') == ['false']: continue
+        src = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
+        if c.cell_type == 'markdown': cells.append(nbformat.v4.new_markdown_cell(src)); continue
+        cell = nbformat.v4.new_code_cell(src, outputs=[] if d.get('output:') == ['false'] else c.get('outputs', []))
+        if d.get('echo:') == ['false'] or not src.strip(): cell.metadata['tags'] = ['remove_input']
+        cells.append(cell)
+    out = nbformat.v4.new_notebook(cells=cells, metadata=dict(nb.metadata))
+    return nbformat.reads(json.dumps(out), as_version=4), getattr(nb, 'frontmatter_', {})   # (joins multi-line fields)
+
+
+def build_site(out: Path = SITE, notebooks: list[Path] | None = None) -> list[Path]:
+    "Render `notebooks` (default: all of nbs/) into a static website in `out`, with a navigation in reading order."
+    import html, shutil
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+    from nbconvert.filters import markdown2html_mistune
+    from nbdev.config import get_config
+    from traitlets.config import Config
+    notebooks = site_notebooks() if notebooks is None else notebooks
+    if out.exists(): shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out/'site.css').write_text(SITE_CSS)
+    c = Config()
+    c.TagRemovePreprocessor.enabled = True
+    c.TagRemovePreprocessor.remove_input_tags = {'remove_input'}
+    c.ExtractOutputPreprocessor.enabled = True
+    exporter = HTMLExporter(config=c, template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True,
+                            extra_loaders=[DictLoader({'site.html.j2': SITE_TEMPLATE})], template_file='site.html.j2')
+    cwd = os.getcwd(); os.chdir(ROOT)               # nbdev reads settings.ini from the working directory
+    try:
+        cfg = get_config()
+        docs_url = f"{cfg.doc_host.rstrip('/')}/{cfg.doc_baseurl.strip('/')}/"
+        docs = [(nb, page_name(nb), *doc_notebook(nb)) for nb in notebooks]
+    finally: os.chdir(cwd)
+    titles = [fm.get('title', nb.stem) for nb, _, _, fm in docs]
+    labels = ['Overview' if nb.name == 'index.ipynb' else t for (nb, *_), t in zip(docs, titles)]
+    pages_of = {nb.name: page for nb, page, _, _ in docs}
+
+    def local_link(m, root=''):                      # notebook and nbdev-docs links -> this site's pages
+        href = m[2]
+        if href.startswith(docs_url): href = root + href[len(docs_url):]
+        target, frag = (href.split('#', 1) + [''])[:2]
+        if target.endswith('.ipynb') and Path(target).name in pages_of: href = root + pages_of[Path(target).name] + (f'#{frag}' if frag else '')
+        return f'{m[1]}="{href}"'
+
+    written = []
+    for i, (nb, page, doc, fm) in enumerate(docs):
+        root = '../' * page.count('/')              # pages in subfolders of nbs/ link back up
+        nav = ''.join(f'<li{" class=current" if j == i else ""}><a href="{root}{p}"><span class="num">{n.stem.split("_")[0] if n.stem[0].isdigit() else ""}</span>{html.escape(t)}</a></li>'
+                      for j, ((n, p, _, _), t) in enumerate(zip(docs, labels)))
+        prev = f'<a href="{root}{docs[i-1][1]}">← {html.escape(labels[i-1])}</a>' if i > 0 else '<span></span>'
+        nxt = f'<a href="{root}{docs[i+1][1]}">{html.escape(labels[i+1])} →</a>' if i + 1 < len(docs) else '<span></span>'
+        desc = markdown2html_mistune(fm['description']) if fm.get('description') else ''
+        site = {'root': root, 'nav': f'<nav class="site-nav"><a class="brand" href="{root}{docs[0][1]}">{html.escape(titles[0])}</a><ol>{nav}</ol></nav>',
+                'header': f'<header class="site-title"><h1>{html.escape(titles[i])}</h1><div class="description">{desc}</div></header>',
+                'pager': f'<footer class="pager">{prev}{nxt}</footer>'}
+        files_dir = Path(page).with_suffix('').as_posix() + '_files'
+        doc.metadata['title'] = f'{titles[i]} – {titles[0]}' if i else titles[0]
+        body, res = exporter.from_notebook_node(doc, resources={'site': site, 'output_files_dir': files_dir,
+                                                                'metadata': {'name': nb.stem}})
+        body = re.sub(r'\b(href)="([^"]*)"', lambda m: local_link(m, root), body)
+        (out/page).parent.mkdir(parents=True, exist_ok=True)
+        (out/page).write_text(body)
+        for name, data in res.get('outputs', {}).items():
+            (out/name).parent.mkdir(parents=True, exist_ok=True); (out/name).write_bytes(data)
+        written.append(out/page)
+    return written
+
+
+def cmd_site(serve: bool, port: int = 8000):
+    pages = build_site()
+    print(f'wrote {len(pages)} pages to {SITE.relative_to(ROOT)}/: open {(SITE/"index.html").as_uri()}')
+    if serve:
+        import functools, http.server
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
+        with http.server.ThreadingHTTPServer(('127.0.0.1', port), handler) as httpd:
+            print(f'serving on http://127.0.0.1:{port}/ (Ctrl-C stops)', flush=True)
+            try: httpd.serve_forever()
+            except KeyboardInterrupt: pass
+
+
 def main(argv):
-    cmds = ('demo', 'test', 'readme')
-    if not argv or argv[0] not in cmds + ('_readme',):
+    cmds = ('demo', 'test', 'readme', 'site')
+    if not argv or argv[0] not in cmds + ('_readme', '_site'):
         print(__doc__); sys.exit(0 if argv[:1] in ([], ['-h'], ['--help']) else 2)
     cmd, rest = argv[0], argv[1:]
     if cmd == '_readme': return cmd_readme()          # already inside .venv
+    if cmd == '_site': return cmd_site('--serve' in rest, *[int(a) for a in rest if a.isdigit()])
     ensure_venv()
     env = venv_env()
     if cmd == 'demo': sh(BIN/'mae_nb', 'demo', *rest, env=env)
     elif cmd == 'readme': sh(BIN/'python', ROOT/'run.py', '_readme', env=env)
+    elif cmd == 'site': sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
     elif cmd == 'test':
         sh(BIN/'nbdev_test', '--timing', *rest, env=env)
         sh(BIN/'python', '-m', 'pytest', '-q', 'tests', env=env)

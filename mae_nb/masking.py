@@ -13,7 +13,8 @@ __all__ = ['MASKINGS', 'check_mask_ratio', 'num_keep', 'Masking', 'masking_from_
            'grid_noise', 'mask_noise']
 
 # %% ../nbs/01_masking.ipynb #e42a635c
-def check_mask_ratio(mask_ratio: float) -> float:
+def check_mask_ratio(mask_ratio: float, # fraction of patches removed
+                    ) -> float:
     "Return `mask_ratio` as a float, or raise a `ValueError` naming the valid range."
     try: r = float(mask_ratio)
     except (TypeError, ValueError): r = None
@@ -21,7 +22,9 @@ def check_mask_ratio(mask_ratio: float) -> float:
         raise ValueError(f"mask_ratio must be in [0, 1) (the fraction of patches removed; the paper uses 0.75), got {mask_ratio!r}")
     return r
 
-def num_keep(num_patches: int, mask_ratio: float) -> int:
+def num_keep(num_patches: int, # N, patches per image
+             mask_ratio: float, # fraction of patches removed, in [0, 1)
+            ) -> int:
     "How many of `num_patches` patches stay visible: `int(N·(1 − mask_ratio))`."
     return int(num_patches * (1 - check_mask_ratio(mask_ratio)))
 
@@ -68,7 +71,7 @@ def block_noise(batch_size: int, # B
                 grid: tuple[int, int], # patches per column and per row (h, w)
                 mask_ratio: float, # fraction of patches to remove
                 min_block: int | None = None, # smallest block in patches; default N // 12 (16 for a 14×14 grid, as BEiT)
-                generator: torch.Generator | None = None,
+                generator: torch.Generator | None = None, # for reproducible layouts; default: torch's global RNG
                ) -> torch.Tensor: # (B, h*w)
     "Noise that removes random rectangles covering `mask_ratio` of the patches (BEiT-style block-wise masking)."
     h, w = grid
@@ -97,7 +100,7 @@ def block_noise(batch_size: int, # B
 def grid_noise(batch_size: int, # B
                grid: tuple[int, int], # patches per column and per row (h, w)
                mask_ratio: float = 0.75, # must be 1 − 1/s² for a whole number s: 0, 0.75, 0.888…, 0.9375, …
-               generator: torch.Generator | None = None,
+               generator: torch.Generator | None = None, # for reproducible offsets; default: torch's global RNG
               ) -> torch.Tensor: # (B, h*w)
     "Noise that keeps one patch in every s×s cell, at a random offset per sample (grid masking)."
     r = check_mask_ratio(mask_ratio)
@@ -116,9 +119,11 @@ def grid_noise(batch_size: int, # B
 MASKINGS = ('random', 'block', 'grid')
 
 def mask_noise(strategy: str, # one of `MASKINGS`
-               batch_size: int, grid: tuple[int, int], mask_ratio: float,
-               device: torch.device | str | None = None,
-               generator: torch.Generator | None = None,
+               batch_size: int, # B
+               grid: tuple[int, int], # patches per column and per row (h, w)
+               mask_ratio: float, # fraction of patches removed
+               device: torch.device | str | None = None, # where the noise goes; default: the CPU
+               generator: torch.Generator | None = None, # for reproducible masks; default: torch's global RNG
               ) -> torch.Tensor: # (B, h*w), to pass as `noise`
     "Per-patch noise for a masking strategy."
     if strategy == 'random': noise = torch.rand(batch_size, grid[0] * grid[1], generator=generator)

@@ -13,9 +13,11 @@ from .masking import MASKINGS, check_mask_ratio, mask_noise, random_masking
 from .pos_embed import get_2d_sincos_pos_embed
 from .vit import Block, PatchEmbed, init_weights
 
-def patch_to(cls):
+def patch_to(cls: type, # the class that gets the method
+            ):
     "Decorator adding a function to `cls` as a method, so that a notebook can explain a class one method at a time."
     def add(f):
+        f.__qualname__ = f'{cls.__name__}.{f.__name__}'            # as if defined in the class (docs show `MaskedAutoencoder.forward`)
         setattr(cls, f.__name__, f)
         return f
     return add
@@ -92,7 +94,8 @@ class MAEOutput(NamedTuple):
 
 class MaskedAutoencoder(nn.Module):
     "Masked autoencoder with a ViT encoder that sees only the visible patches and a light ViT decoder."
-    def __init__(self, cfg: MAEConfig | None = None):
+    def __init__(self, cfg: MAEConfig | None = None, # the architecture; default `MAEConfig()` (ViT-L/16)
+                ):
         super().__init__()
         self.cfg = cfg = cfg or MAEConfig()
         D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
@@ -163,7 +166,9 @@ def forward_decoder(self: MaskedAutoencoder,
     return self.decoder_pred(self.decoder_norm(x))[:, 1:]          # (B, N, p*p*C), cls dropped
 
 # %% ../nbs/04_mae.ipynb #7a49eb11
-def patch_norm(patches: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def patch_norm(patches: torch.Tensor, # (B, N, P) flattened patches
+               eps: float = 1e-6, # added to the variance
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # normalised (B, N, P), mean (B, N, 1), std (B, N, 1)
     "Normalise each patch `(B, N, P)` by its own mean and std: returns (normalised, mean, std)."
     mean = patches.mean(dim=-1, keepdim=True)
     std = (patches.var(dim=-1, keepdim=True) + eps) ** 0.5          # unbiased variance, as the released code
@@ -210,12 +215,13 @@ def reconstruct(self: MaskedAutoencoder,
     return unpatchify(target * (1 - m) + fill * m, p), unpatchify(pred, p), unpatchify(target * (1 - m) + pred * m, p)
 
 # %% ../nbs/04_mae.ipynb #a6b28896
-def encoder_state_dict(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
+def encoder_state_dict(model: MaskedAutoencoder, # a (pretrained) masked autoencoder
+                      ) -> dict[str, torch.Tensor]: # official names, encoder weights only
     "The encoder's weights only (no `decoder_*`, no `mask_token`): what a ViT classifier loads."
     return {k: v for k, v in model.state_dict().items() if not (k.startswith('decoder_') or k == 'mask_token')}
 
 # %% ../nbs/04_mae.ipynb #e50a719a
-def overfit(model: MaskedAutoencoder,
+def overfit(model: MaskedAutoencoder, # trained in place
             imgs: torch.Tensor, # one batch (B, C, H, W)
             steps: int = 300, # optimisation steps
             lr: float = 1e-3, # AdamW learning rate
@@ -235,7 +241,10 @@ def overfit(model: MaskedAutoencoder,
     return losses
 
 # %% ../nbs/04_mae.ipynb #f2897ba3
-def count_flops(cfg: MAEConfig, mask_ratio: float | None = None, batch_size: int = 1) -> dict[str, float]:
+def count_flops(cfg: MAEConfig, # the architecture to count
+                mask_ratio: float | None = None, # default `cfg.mask_ratio`
+                batch_size: int = 1, # images in the counted batch (results are per image)
+               ) -> dict[str, float]: # parameters, tokens and forward FLOPs of encoder and decoder
     "Parameters and forward FLOPs (per image) of encoder and decoder, counted on the meta device."
     from torch.utils.flop_counter import FlopCounterMode
     r = cfg.mask_ratio if mask_ratio is None else mask_ratio
@@ -252,7 +261,9 @@ def count_flops(cfg: MAEConfig, mask_ratio: float | None = None, batch_size: int
                 encoder_flops=enc.get_total_flops() / batch_size, decoder_flops=dec.get_total_flops() / batch_size,
                 encoder_flops_all_tokens=full.get_total_flops() / batch_size)
 
-def flops_table(presets: list[str] | None = None, mask_ratio: float = 0.75) -> str:
+def flops_table(presets: list[str] | None = None, # names in `PRESETS`; default: all
+                mask_ratio: float = 0.75, # fraction of patches removed
+               ) -> str: # a markdown table, one row per preset
     "A markdown table of `count_flops` for each preset."
     rows = ['| preset | patches | enc params (M) | dec params (M) | enc GFLOPs | dec GFLOPs | dec/enc per token | dec/enc per image | enc on all tokens / enc on visible |',
             '|---|---|---|---|---|---|---|---|---|']

@@ -25,22 +25,22 @@ class TrainConfig:
     dataset: str = 'fmnist'         # one of `mae_nb.data.DATASETS`
     data_root: str | None = None    # dataset folder (required for imagefolder; default data_dir() otherwise)
     limit: int | None = None        # use only the first `limit` training images (quick runs, tests)
-    epochs: int = 10
+    epochs: int = 10                # passes over the training images
     batch_size: int = 256           # images per device per micro-step
     accum_iter: int = 1             # micro-steps per optimizer step (gradient accumulation)
     blr: float = 1.5e-4             # base learning rate: lr = blr × effective batch / 256
     lr: float | None = None         # absolute learning rate; overrides blr
     min_lr: float = 0.0             # floor of the cosine schedule
     warmup_epochs: float = 1.0      # linear warm-up length
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05      # AdamW weight decay of the matrices (none on biases, norms, tokens)
+    betas: tuple[float, float] = (0.9, 0.95)   # AdamW betas (the paper's 0.95, not the usual 0.999)
     augment: bool = True            # RandomResizedCrop(0.2–1) + flip; off: the images as they are
     amp: str = 'auto'               # 'auto' (bf16 on CUDA, off on CPU), 'bf16', 'fp16' (with a grad scaler) or 'off'
     compile: bool = False           # torch.compile the model
     fused: bool | None = None       # fused AdamW; default: on CUDA
     device: str = 'auto'            # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_workers: int = 4            # DataLoader workers (ImageFolder only)
-    seed: int = 0
+    seed: int = 0                   # fixes the initialisation and every batch, crop and mask
     out_dir: str = 'runs/pretrain'  # checkpoint.pt and metrics.jsonl go here
     resume: bool = False            # continue from out_dir/checkpoint.pt
     ckpt_every: int = 0             # also checkpoint every N optimizer steps (0: at the end of each epoch only)
@@ -57,7 +57,9 @@ class TrainConfig:
 # %% ../nbs/06_train.ipynb #6677fe29
 NO_DECAY_NAMES = ('cls_token', 'mask_token', 'pos_embed', 'decoder_pos_embed')
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: torch.nn.Module, # the model to optimise
+                 weight_decay: float, # decay of the matrices (weights of linear and conv layers)
+                ) -> list[dict]: # two AdamW parameter groups
     "Two AdamW groups: decayed matrices, and undecayed biases, norms and tokens."
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -66,14 +68,20 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 # %% ../nbs/06_train.ipynb #89a1d9b7
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+def warmup_cosine(step: int, # optimizer step, from 0
+                  warmup: int, # warm-up steps
+                  total: int, # steps of the whole run
+                  min_ratio: float = 0.0, # multiplier at the end of the cosine (min_lr / lr)
+                 ) -> float: # multiplier of the peak learning rate
     "Learning-rate multiplier at `step`: linear warm-up over `warmup` steps, then half-cycle cosine to `min_ratio` at `total`."
     if step < warmup: return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 # %% ../nbs/06_train.ipynb #29e834ce
-def save_checkpoint(path: str | Path, state: dict):
+def save_checkpoint(path: str | Path, # where the checkpoint goes
+                    state: dict, # what to save: tensors, numbers, strings, lists and dicts
+                   ):
     "Write `state` to `path` atomically: a temporary file, flushed to disk, then renamed."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +91,10 @@ def save_checkpoint(path: str | Path, state: dict):
         f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
-def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path = 'checkpoint'):
+def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
+               model: torch.nn.Module, # the model they should fit
+               path: str | Path = 'checkpoint', # named in the error message
+              ):
     "Raise a one-line `ValueError` unless the checkpoint's weights have exactly the model's names and shapes."
     sd, own = ckpt['model'], model.state_dict()
     missing = [k for k in own if k not in sd]
@@ -99,7 +110,9 @@ def check_fits(ckpt: dict, model: torch.nn.Module, path: str | Path = 'checkpoin
         if diff: parts.append('the checkpoint was written for ' + ', '.join(diff))
     raise ValueError(f"checkpoint {path} does not fit this model: " + '; '.join(p for p in parts if p))
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None) -> dict:
+def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
+                    model: torch.nn.Module | None = None, # check that the weights fit it (they are not loaded)
+                   ) -> dict:
     "Read a checkpoint with `weights_only=True`; with `model`, check that its weights fit (names and shapes)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -113,7 +126,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None) -> d
     if model is not None: check_fits(ckpt, model, path)
     return ckpt
 
-def load_model(path: str | Path, cfg: MAEConfig | None = None) -> MaskedAutoencoder:
+def load_model(path: str | Path, # a checkpoint of a masked autoencoder
+               cfg: MAEConfig | None = None, # the architecture; default: the one stored in the checkpoint
+              ) -> MaskedAutoencoder:
     "A `MaskedAutoencoder` with the weights of a checkpoint, built from the config stored in it (or `cfg`)."
     ckpt = load_checkpoint(path)
     if cfg is None:
@@ -125,14 +140,22 @@ def load_model(path: str | Path, cfg: MAEConfig | None = None) -> MaskedAutoenco
     return model
 
 # %% ../nbs/06_train.ipynb #46b592bd
-def batch_noise(mc: MAEConfig, seed: int, epoch: int, batch: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
+                seed: int, # the run's seed
+                epoch: int, # epoch of the batch
+                batch: int, # index of the global batch in its epoch
+                batch_size: int, # images per rank
+                rank: int = 0, # this process's rank: which rows of the global batch it takes
+                world: int = 1, # number of processes
+               ) -> torch.Tensor:
     "Masking noise (batch_size, N) for this rank's share of global batch `batch` of `epoch`, on the CPU."
     g = torch.Generator().manual_seed(mix_seed(seed, epoch, batch))
     noise = mask_noise(mc.masking, batch_size * world, (mc.grid_size, mc.grid_size), mc.mask_ratio, generator=g)
     return noise[rank::world]                                        # (batch_size, N)
 
 # %% ../nbs/06_train.ipynb #a2825886
-def dist_setup(device: str = 'auto') -> tuple[int, int, torch.device]:
+def dist_setup(device: str = 'auto', # 'auto' (this rank's GPU, else the CPU), 'cpu', 'cuda', 'cuda:1', ...
+              ) -> tuple[int, int, torch.device]:
     "Join the process group when launched by torchrun; returns (rank, world size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     local = int(os.environ.get('LOCAL_RANK', '0'))
@@ -145,7 +168,14 @@ def dist_setup(device: str = 'auto') -> tuple[int, int, torch.device]:
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return (dist.get_rank() if world > 1 else 0), world, dev
 
-def build_loader(tc: TrainConfig, mc: MAEConfig, rank: int = 0, world: int = 1, device='cpu', split: str = 'train', train: bool = True):
+def build_loader(tc: TrainConfig, # dataset, batch size, augmentation, seed
+                 mc: MAEConfig, # the model: image size and channels
+                 rank: int = 0, # this process's rank
+                 world: int = 1, # number of processes
+                 device='cpu', # where small datasets are kept and augmented
+                 split: str = 'train', # 'train' or 'test'
+                 train: bool = True, # shuffle (and augment, with `tc.augment`); False: every image in order, unaugmented
+                ):
     "The training (or evaluation) batches of `tc.dataset` for this rank, at the model's image size."
     info = dataset_info(tc.dataset)
     if info['in_chans'] != mc.in_chans:
@@ -158,7 +188,9 @@ def build_loader(tc: TrainConfig, mc: MAEConfig, rank: int = 0, world: int = 1, 
 # %% ../nbs/06_train.ipynb #d9d18b88
 class MetricsLog:
     "Append-only JSONL log of training records; `keep_until` drops records past a resumed step."
-    def __init__(self, path: str | Path, keep_until: int | None = None):
+    def __init__(self, path: str | Path, # the .jsonl file, created or appended to
+                 keep_until: int | None = None, # on resume: drop the records of steps after this one
+                ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -202,8 +234,10 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
         groups: list[dict], # optimizer parameter groups; an optional 'lr_scale' key scales a group's learning rate
         loader, # this rank's batches: a `TensorLoader` or `FolderLoader` (set_epoch, iter_from, len)
         loss_fn, # (model, x, y, epoch, batch) -> scalar loss; `model` is the DDP-wrapped / compiled one
-        tc: TrainConfig,
-        rank: int = 0, world: int = 1, device=torch.device('cpu'), # from `dist_setup`
+        tc: TrainConfig, # the run: schedule, precision, accumulation, checkpoints, logging
+        rank: int = 0, # this process's rank, from `dist_setup`
+        world: int = 1, # number of processes, from `dist_setup`
+        device=torch.device('cpu'), # from `dist_setup`
         meta: dict | None = None, # stored in every checkpoint, e.g. dict(config=asdict(mc))
         monitor=None, # (model, epoch) -> dict or None, after each epoch on rank 0: logged (e.g. kNN or test accuracy)
         desc: str = 'training', # progress-bar label
@@ -307,7 +341,8 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
     return summary
 
 # %% ../nbs/06_train.ipynb #f018d7d8
-def pretrain(mc: MAEConfig, tc: TrainConfig,
+def pretrain(mc: MAEConfig, # the model to pretrain
+             tc: TrainConfig, # the run
              monitor=None, # (model, epoch) -> dict or None after each epoch, e.g. `evaluate.knn_monitor(...)`
             ) -> dict:
     "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."

@@ -19,11 +19,12 @@ def _denorm(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x * torch.tensor(std, device=x.device).view(shape) + torch.tensor(mean, device=x.device).view(shape)
 
 @torch.no_grad()
-def reconstruction_panels(model: MaskedAutoencoder,
+def reconstruction_panels(model: MaskedAutoencoder, # a (pretrained) masked autoencoder
                           imgs: torch.Tensor, # (B, C, H, W) as the model takes them (normalised if it was trained so)
                           noise: torch.Tensor | None = None, # (B, N) to fix the masking
                           mask_ratio: float | None = None, # default: the model's
-                          mean=None, std=None, # the normalisation of `imgs`, to show pixel values
+                          mean=None, # per-channel mean of the normalisation of `imgs`, to show pixel values; None: not normalised
+                          std=None, # per-channel standard deviation of that normalisation
                          ) -> list[torch.Tensor]: # original, masked (grey), reconstruction, reconstruction + visible: (B, C, H, W) in [0, 1]
     "The four images of the paper's figure, in displayable pixel values."
     was_training = model.training
@@ -36,12 +37,13 @@ def reconstruction_panels(model: MaskedAutoencoder,
     masked = _denorm(masked, mean, std) * (1 - m) + 0.5 * m
     return [_denorm(x, mean, std).clamp(0, 1) if i != 1 else x.clamp(0, 1) for i, x in enumerate((imgs, masked, recon, pasted))]
 
-def show_reconstructions(model: MaskedAutoencoder,
+def show_reconstructions(model: MaskedAutoencoder, # a (pretrained) masked autoencoder
                          imgs: torch.Tensor, # (B, C, H, W)
                          noise: torch.Tensor | None = None, # (B, N) to fix the masking
                          mask_ratio: float | None = None, # default: the model's
                          n: int = 4, # rows (images) to show
-                         mean=None, std=None, # the normalisation of `imgs`
+                         mean=None, # per-channel mean of the normalisation of `imgs`; None: not normalised
+                         std=None, # per-channel standard deviation of that normalisation
                         ): # a matplotlib Figure
     "One row per image: original, masked (removed patches grey), reconstruction, reconstruction + visible."
     import matplotlib.pyplot as plt
@@ -60,7 +62,9 @@ def show_reconstructions(model: MaskedAutoencoder,
     return fig
 
 # %% ../nbs/07_visualize.ipynb #ef4fd226
-def plot_metrics(records: list[dict], title: str = ''): # a matplotlib Figure
+def plot_metrics(records: list[dict], # `metrics.jsonl` records with 'step', 'loss' and 'lr'
+                 title: str = '', # figure title
+                ): # a matplotlib Figure
     "Loss (log scale) and learning rate against optimizer step, from `metrics.jsonl` records."
     import matplotlib.pyplot as plt
     steps = [r['step'] for r in records]

@@ -13,7 +13,10 @@ from einops import rearrange
 __all__ = ['check_images', 'PatchEmbed', 'Attention', 'Mlp', 'drop_path', 'Block', 'init_weights']
 
 # %% ../nbs/03_vit.ipynb #aae61e5a
-def check_images(imgs: torch.Tensor, img_size: int, in_chans: int):
+def check_images(imgs: torch.Tensor, # the batch to check
+                 img_size: int, # expected side of the (square) images
+                 in_chans: int, # expected channels
+                ):
     "Raise a one-line `ValueError` unless `imgs` is a batch `(B, in_chans, img_size, img_size)`."
     if imgs.ndim != 4 or tuple(imgs.shape[1:]) != (in_chans, img_size, img_size):
         got = tuple(imgs.shape)
@@ -23,7 +26,11 @@ def check_images(imgs: torch.Tensor, img_size: int, in_chans: int):
 
 class PatchEmbed(nn.Module):
     "Image to patch tokens: a p×p convolution with stride p, i.e. one linear map applied to every patch."
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768):
+    def __init__(self, img_size: int = 224, # side of the (square) input images
+                 patch_size: int = 16, # side p of a square patch; must divide `img_size`
+                 in_chans: int = 3, # image channels C
+                 embed_dim: int = 768, # token width D
+                ):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}: choose sizes where it is")
@@ -39,7 +46,10 @@ class PatchEmbed(nn.Module):
 # %% ../nbs/03_vit.ipynb #1e878df7
 class Attention(nn.Module):
     "Multi-head self-attention with a fused qkv projection, on `F.scaled_dot_product_attention`."
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True):
+    def __init__(self, dim: int, # token width D; must be divisible by `num_heads`
+                 num_heads: int = 8, # attention heads, each of width D / num_heads
+                 qkv_bias: bool = True, # biases in the fused query-key-value projection
+                ):
         super().__init__()
         if dim % num_heads: raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
@@ -54,13 +64,18 @@ class Attention(nn.Module):
 # %% ../nbs/03_vit.ipynb #fac1868f
 class Mlp(nn.Module):
     "Linear → GELU → Linear."
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, # token width D
+                 hidden_dim: int, # inner width (4·D in ViT)
+                ):
         super().__init__()
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim)
 
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def drop_path(x: torch.Tensor, # a residual branch's output (B, ...)
+              p: float, # probability of dropping it, per sample
+              training: bool, # only drop while training
+             ) -> torch.Tensor: # same shape as `x`
     "Stochastic depth: zero each sample's residual branch with probability `p`, scale the kept ones by 1/(1-p)."
     if p == 0.0 or not training: return x
     keep = torch.rand(x.shape[0], *(1,) * (x.ndim - 1), device=x.device, dtype=x.dtype) >= p   # (B, 1, 1)
@@ -68,7 +83,11 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 class Block(nn.Module):
     "Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`; `drop_path` > 0 drops whole branches per sample."
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, dim: int, # token width D
+                 num_heads: int, # attention heads
+                 mlp_ratio: float = 4.0, # MLP inner width / D
+                 drop_path: float = 0.0, # stochastic-depth probability of each residual branch, in [0, 1)
+                ):
         super().__init__()
         if not 0 <= drop_path < 1: raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -82,7 +101,8 @@ class Block(nn.Module):
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 # %% ../nbs/03_vit.ipynb #a7d3ad96
-def init_weights(m: nn.Module):
+def init_weights(m: nn.Module, # one module; `model.apply` visits them all
+                ):
     "MAE/ViT initialisation of one module; use with `model.apply(init_weights)`."
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
