@@ -12,9 +12,10 @@ from .data import DATASETS, dataset_info, cifar10
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, flops_table
 from .train import TrainConfig, build_loader, load_model, pretrain, read_metrics
+from .finetune import FinetuneConfig, finetune, with_img_size
 
 # %% auto #0
-__all__ = ['DEMO', 'build_parser', 'probe_encoder', 'demo', 'main']
+__all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'SMOKE', 'build_parser', 'probe_encoder', 'knn_monitor_for', 'demo', 'ablate', 'main']
 
 # %% ../nbs/10_cli.ipynb #1dd8f3cd
 def _choice(kind: str, known):
@@ -40,6 +41,18 @@ def _add_data_args(p):
     p.add_argument('--data-root', help='dataset folder (required for imagefolder: ROOT/train/CLASS/*.jpg, ROOT/val/...)')
     p.add_argument('--download', action='store_true', help='download CIFAR-10 into --data-root (needs internet)')
     p.add_argument('--device', default='auto', help="'auto' (default: CUDA when available), 'cpu', 'cuda', 'cuda:1'")
+
+def _add_config_args(p, cls, skip=()):
+    "One --flag per field of the dataclass `cls` (defaults and types from the dataclass; booleans get --x / --no-x)."
+    import dataclasses, typing
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip: continue
+        flag, default, hint = '--' + {'out_dir': 'out'}.get(f.name, f.name).replace('_', '-'), f.default, hints[f.name]
+        args = typing.get_args(hint)
+        typ = next((a for a in args if a is not type(None)), hint) if args else hint
+        if typ is bool: p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=f'(default: {default})')
+        else: p.add_argument(flag, dest=f.name, type=typ, default=default, help=f'(default: {default})')
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='mae_nb', description='Masked autoencoders (He et al., 2021), derived in notebooks.')
@@ -78,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--ckpt-every', type=int, default=0, help='also checkpoint every N steps (default: end of each epoch only)')
     t.add_argument('--log-every', type=int, default=c.log_every, help=f'log every N steps (default: {c.log_every})')
     t.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bar')
+    t.add_argument('--knn-every', type=int, default=0, help='log kNN accuracy on the test split every N epochs (default: never)')
+    t.add_argument('--knn-train', type=int, default=10_000, help='training images the kNN monitor remembers (default: 10000)')
 
     pr = sub.add_parser('probe', help="linear probe and kNN accuracy of a checkpoint's encoder",
                         description="Extract the encoder's features (no masking) for the train and test splits, then train the "
@@ -89,7 +104,38 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('--limit', type=int, help='train the probe on only the first N training images')
     pr.add_argument('--holdout', type=int, default=0, help='score on the last N training images instead of the test split')
     pr.add_argument('--random-init', action='store_true', help="also probe the same architecture at random initialisation")
+    pr.add_argument('--img-size', type=int, help="image side to probe at; another than the checkpoint's resizes its positional embeddings")
+    pr.add_argument('--eval-limit', type=int, help='score on only the first N evaluation images')
     pr.add_argument('--out', help='write the results as JSON here (default: probe.json beside the checkpoint)')
+
+    kn = sub.add_parser('knn', help="kNN accuracy of a checkpoint's encoder (no training: seconds)",
+                        description="Weighted cosine kNN (k neighbours vote with exp(similarity / 0.07)) on the encoder's features.")
+    kn.add_argument('checkpoint', help='a checkpoint written by mae_nb pretrain')
+    _add_data_args(kn)
+    kn.add_argument('--pool', choices=('cls', 'mean'), default='mean', help='mean of patch tokens (default) or cls token')
+    kn.add_argument('--k', type=int, default=20, help='neighbours (default: 20)')
+    kn.add_argument('--limit', type=int, help='remember only the first N training images')
+    kn.add_argument('--img-size', type=int, help="image side (default: the checkpoint's)")
+    kn.add_argument('--eval-limit', type=int, help='classify only the first N evaluation images')
+
+    ft = sub.add_parser('finetune', help='fine-tune a pretrained encoder as a classifier (or train it from scratch: no --checkpoint)',
+                        description='Fine-tune the encoder of a pretraining checkpoint with the paper\'s recipe (layer-wise lr decay, '
+                                    'drop path, RandAugment, MixUp/CutMix, label smoothing); without --checkpoint, train the same '
+                                    'architecture (--preset) from scratch with the same recipe. Under torchrun, every process runs it.')
+    _add_config_args(ft, FinetuneConfig, skip={'dataset', 'data_root', 'device', 'betas'})
+    _add_data_args(ft)
+
+    ab = sub.add_parser('ablate', help="the paper's Table 1 ablations at small scale on Fashion-MNIST: one JSON per run",
+                        description='For each variant and seed: pretrain the fmnist preset with that change for a fixed budget, '
+                                    'linear-probe and kNN its encoder, fine-tune it, and write OUT/VARIANT-seedS.json with the '
+                                    'results and the command that re-makes them. Runs whose JSON exists are skipped.')
+    ab.add_argument('variants', nargs='+', type=_choice('variant', list(ABLATIONS) + ['all']), help=f'{", ".join(ABLATIONS)}, or all')
+    ab.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (default: 0)')
+    ab.add_argument('--out', default='results/ablations', help='where the JSON files go (default: results/ablations)')
+    ab.add_argument('--work', default='runs/ablations', help='checkpoints and logs (default: runs/ablations)')
+    ab.add_argument('--smoke', action='store_true', help='one optimizer step of everything (a test that the variant runs)')
+    ab.add_argument('--force', action='store_true', help='run again even when the JSON exists')
+    ab.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda'")
 
     f = sub.add_parser('flops', help='print parameters and forward FLOPs of encoder and decoder',
                        description='Parameters and forward FLOPs per image of encoder and decoder, counted with '
@@ -107,19 +153,39 @@ def _features(model, images, labels, dataset: str, batch_size: int, device, pool
     loader = TensorLoader(images, labels, batch_size, img_size=model.cfg.img_size, train=False, mean=info['mean'], std=info['std'], device=device)
     return extract_features(model, loader, pool=pool, device=device, amp=device.type == 'cuda')
 
-def probe_encoder(model: MaskedAutoencoder, dataset: str = 'fmnist', data_root=None, pool: str = 'cls', epochs: int = 90,
-                  limit: int | None = None, holdout: int = 0, device: str = 'auto', batch_size: int = 512, seed: int = 0) -> dict:
+def probe_encoder(model: MaskedAutoencoder, # its encoder is probed (with nothing masked)
+                  dataset: str = 'fmnist', data_root=None,
+                  pool: str = 'cls', # 'cls' or 'mean'
+                  epochs: int = 90, # linear-probe epochs
+                  limit: int | None = None, # fit on the first `limit` training images
+                  holdout: int = 0, # score on the last `holdout` training images instead of the test split
+                  device: str = 'auto', batch_size: int = 512, seed: int = 0,
+                  img_size: int | None = None, # probe at this image side: the positional embeddings are resized to it
+                  eval_limit: int | None = None, # score on only the first N evaluation images
+                  linear: bool = True, # train the linear probe (False: kNN only)
+                  k: int = 20, # kNN neighbours
+                 ) -> dict:
     """Linear-probe and kNN accuracy (percent) of `model`'s encoder, trained on the first `limit` training images and scored on
     the test split — or, with `holdout`, on the last `holdout` training images, to choose settings without seeing the test set."""
     from mae_nb.data import load_tensor_dataset
     from mae_nb.evaluate import extract_features, knn_accuracy, linear_probe
     dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)
+    info = dataset_info(dataset)
+    if info['in_chans'] != model.cfg.in_chans:
+        raise ValueError(f"{dataset} has {info['in_chans']}-channel images but the encoder takes {model.cfg.in_chans}: probe it on a dataset like the one it was pretrained on")
+    if img_size is not None: model = with_img_size(model, img_size)
+    elif info['img_size'] is not None and info['img_size'] != model.cfg.img_size:
+        n, m = info['img_size'], model.cfg.img_size
+        raise ValueError(f"{dataset} images are {n}×{n} but the encoder was pretrained at {m}×{m}: pass --img-size {n} to resize its "
+                         f"positional embeddings to the images (as is customary), or --img-size {m} to resize the images instead")
     model = model.to(dev)
     if dataset == 'imagefolder':
         if holdout: raise ValueError("holdout needs an in-memory dataset (fmnist, cifar10); image folders have their own val split")
         tc = TrainConfig(dataset=dataset, data_root=data_root, batch_size=batch_size, limit=limit, seed=seed)
-        (trx, try_), (tex, tey) = (extract_features(model, build_loader(tc, model.cfg, device=dev, split=split, train=False),
-                                                    pool=pool, device=dev, amp=dev.type == 'cuda') for split in ('train', 'val'))
+        val = build_loader(tc, model.cfg, device=dev, split='val', train=False)
+        val = val if eval_limit is None else (b for _, b in zip(range(-(-eval_limit // batch_size)), val))
+        (trx, try_), (tex, tey) = (extract_features(model, batches, pool=pool, device=dev, amp=dev.type == 'cuda')
+                                   for batches in (build_loader(tc, model.cfg, device=dev, split='train', train=False), val))
     else:
         imgs, labels = load_tensor_dataset(dataset, 'train', data_root)
         n_train = len(imgs) - holdout
@@ -127,10 +193,28 @@ def probe_encoder(model: MaskedAutoencoder, dataset: str = 'fmnist', data_root=N
         n = min(limit or n_train, n_train)
         ev_imgs, ev_labels = (imgs[n_train:], labels[n_train:]) if holdout else load_tensor_dataset(dataset, 'test', data_root)
         trx, try_ = _features(model, imgs[:n], labels[:n], dataset, batch_size, dev, pool)
-        tex, tey = _features(model, ev_imgs, ev_labels, dataset, batch_size, dev, pool)
-    res = linear_probe(trx, try_, tex, tey, epochs=epochs, seed=seed, device=dev)
-    return dict(linear_probe=res['test_acc'], linear_probe_train=res['train_acc'], knn=knn_accuracy(trx, try_, tex, tey),
-                pool=pool, probe_epochs=epochs, train_images=len(try_), eval_images=len(tey), eval_split='holdout' if holdout else 'test')
+        tex, tey = _features(model, ev_imgs[:eval_limit], ev_labels[:eval_limit], dataset, batch_size, dev, pool)
+    res = dict(knn=knn_accuracy(trx, try_, tex, tey, k=k), pool=pool, train_images=len(try_), eval_images=len(tey),
+               eval_split='holdout' if holdout else 'test', img_size=model.cfg.img_size)
+    if linear:
+        lp = linear_probe(trx, try_, tex, tey, epochs=epochs, seed=seed, device=dev)
+        res.update(linear_probe=lp['test_acc'], linear_probe_train=lp['train_acc'], probe_epochs=epochs)
+    return res
+
+def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_000, data_root=None, pool: str = 'mean',
+                    device='cpu', batch_size: int = 512, k: int = 20):
+    "A kNN `monitor` for `pretrain`: the first `n_train` training images are remembered, the test split is classified."
+    from mae_nb.data import TensorLoader, load_tensor_dataset
+    from mae_nb.evaluate import knn_monitor
+    if dataset == 'imagefolder':
+        tc = TrainConfig(dataset=dataset, data_root=data_root, batch_size=batch_size, limit=n_train)
+        train, test = (build_loader(tc, cfg, device=device, split=s, train=False) for s in ('train', 'val'))
+    else:
+        info = dataset_info(dataset)
+        make = lambda x, y: TensorLoader(x, y, batch_size, img_size=cfg.img_size, train=False, mean=info['mean'], std=info['std'], device=device)
+        (tx, ty), (vx, vy) = load_tensor_dataset(dataset, 'train', data_root), load_tensor_dataset(dataset, 'test', data_root)
+        train, test = make(tx[:n_train], ty[:n_train]), make(vx, vy)
+    return knn_monitor(train, test, every=every, pool=pool, k=k)
 
 # %% ../nbs/10_cli.ipynb #18cd399d
 DEMO = dict(preset='fmnist', epochs=7, batch_size=256, blr=1.5e-3, warmup_epochs=1, pool='mean', probe_epochs=90, probe_train=10_000)
@@ -182,6 +266,62 @@ def demo(out: str | Path = 'runs/demo', epochs: int = DEMO['epochs'], limit: int
     print(f"wrote {out/'checkpoint.pt'}, {out/'metrics.jsonl'}, {out/'loss.png'}, {out/'reconstructions.png'}, {out/'probe.json'}")
     return result
 
+# %% ../nbs/10_cli.ipynb #2c45f38b
+ABLATIONS: dict[str, dict | None] = {
+    'default': {},
+    'mask_0.25': dict(mask_ratio=0.25), 'mask_0.5': dict(mask_ratio=0.5), 'mask_0.9': dict(mask_ratio=0.9),
+    'decoder_depth_1': dict(decoder_depth=1), 'decoder_depth_4': dict(decoder_depth=4),
+    'norm_pix': dict(norm_pix_loss=True),
+    'block_0.5': dict(masking='block', mask_ratio=0.5), 'block': dict(masking='block'), 'grid': dict(masking='grid'),
+    'encoder_mask_tokens': dict(encoder_mask_tokens=True),
+    'random_init': None,                       # no pretraining: the reference
+}
+ABLATION = dict(preset='fmnist', pretrain_images=20_000, epochs=2, batch_size=128, blr=1.5e-3, warmup_epochs=0.5,
+                pool='mean', probe_train=5_000, probe_epochs=90,
+                finetune_images=5_000, finetune_epochs=2, finetune_blr=5e-3, finetune_warmup=0.5, layer_decay=0.75, drop_path=0.1,
+                smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_ops=0)
+SMOKE = dict(ABLATION, pretrain_images=64, epochs=1, batch_size=64, probe_train=64, probe_epochs=1, finetune_images=64, finetune_epochs=1, eval_limit=64)
+
+def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', work: str | Path = 'runs/ablations',
+           smoke: bool = False, device: str = 'auto', force: bool = False) -> dict:
+    "Run one ablation (pretrain, probe, kNN, fine-tune) and write OUT/VARIANT-seedSEED.json with the results and the command."
+    if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(ABLATIONS)}")
+    b = SMOKE if smoke else ABLATION
+    path = Path(out)/f"{variant}-seed{seed}{'-smoke' if smoke else ''}.json"
+    if path.exists() and not force: return json.loads(path.read_text())
+    run = Path(work)/path.stem
+    t0 = time.perf_counter()
+    common = dict(dataset='fmnist', batch_size=b['batch_size'], seed=seed, device=device, resume=True, progress=not smoke, log_every=10)
+    ev = b.get('eval_limit')
+    if ABLATIONS[variant] is None:
+        mc = MAEConfig.from_preset(b['preset'])
+        torch.manual_seed(seed)
+        model, ckpt, pre = MaskedAutoencoder(mc), None, None
+    else:
+        mc = MAEConfig.from_preset(b['preset'], **ABLATIONS[variant])
+        pre = pretrain(mc, TrainConfig(epochs=b['epochs'], limit=b['pretrain_images'], blr=b['blr'], warmup_epochs=b['warmup_epochs'],
+                                       out_dir=str(run/'pretrain'), **common))
+        ckpt = pre['checkpoint']
+        model = load_model(ckpt)
+    probe = probe_encoder(model, 'fmnist', pool=b['pool'], epochs=b['probe_epochs'], limit=b['probe_train'], device=device, seed=seed, eval_limit=ev)
+    ft = finetune(FinetuneConfig(checkpoint=ckpt, preset=b['preset'], epochs=b['finetune_epochs'], limit=b['finetune_images'],
+                                 blr=b['finetune_blr'], warmup_epochs=b['finetune_warmup'], layer_decay=b['layer_decay'], drop_path=b['drop_path'],
+                                 smoothing=b['smoothing'], mixup=b['mixup'], cutmix=b['cutmix'], randaug_ops=b['randaug_ops'],
+                                 eval_every=0, eval_limit=ev, out_dir=str(run/'finetune'), **common))
+    imgs_per_s = lambda d: [r['img_per_s'] for r in read_metrics(Path(d)/'metrics.jsonl', has='loss')[1:]] or [float('nan')]
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget=b,
+               command=f"mae_nb ablate {variant} --seeds {seed}" + (' --smoke' if smoke else '') + (f' --out {out}' if str(out) != 'results/ablations' else ''),
+               linear_probe=probe['linear_probe'], knn=probe['knn'], finetune=ft['test_acc'],
+               pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'],
+               pretrain_img_per_s=pre and median(imgs_per_s(run/'pretrain')), finetune_s=ft['train_s'],
+               eval_images=probe['eval_images'], wall_s=round(time.perf_counter() - t0, 1),
+               torch=torch.__version__, device=str(torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)),
+               threads=torch.get_num_threads())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1) + '\n')
+    return res
+
 # %% ../nbs/10_cli.ipynb #1dee3a61
 def _configs(args) -> tuple[MAEConfig, TrainConfig]:
     over = {k: v for k, v in dict(mask_ratio=args.mask_ratio, masking=args.masking, norm_pix_loss=args.norm_pix_loss).items() if v is not None}
@@ -200,24 +340,49 @@ def _run(args):
         for split in ('train', 'test'): cifar10(split, args.data_root, download=True)
     if args.command == 'pretrain':
         mc, tc = _configs(args)
-        summary = pretrain(mc, tc)
         import torch.distributed as dist
+        monitor = None
+        if args.knn_every:
+            dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
+            monitor = knn_monitor_for(args.dataset, mc, args.knn_every, args.knn_train, args.data_root, device=dev)
+        summary = pretrain(mc, tc, monitor=monitor)
         if not dist.is_initialized() or dist.get_rank() == 0:
             (Path(tc.out_dir)/'summary.json').write_text(json.dumps(summary, indent=1))
             print(json.dumps(summary))
         if dist.is_initialized(): dist.destroy_process_group()
     elif args.command == 'probe':
         model = load_model(args.checkpoint)
-        res = dict(checkpoint=args.checkpoint, dataset=args.dataset,
-                   pretrained=probe_encoder(model, args.dataset, args.data_root, args.pool, args.epochs, args.limit, args.holdout, args.device))
+        kw = dict(dataset=args.dataset, data_root=args.data_root, pool=args.pool, epochs=args.epochs, limit=args.limit, holdout=args.holdout,
+                  device=args.device, img_size=args.img_size, eval_limit=args.eval_limit)
+        res = dict(checkpoint=args.checkpoint, dataset=args.dataset, pretrained=probe_encoder(model, **kw))
         if args.random_init:
             torch.manual_seed(0)
-            res['random_init'] = probe_encoder(MaskedAutoencoder(model.cfg), args.dataset, args.data_root, args.pool, args.epochs, args.limit, args.holdout, args.device)
+            res['random_init'] = probe_encoder(MaskedAutoencoder(model.cfg), **kw)
         path = Path(args.out) if args.out else Path(args.checkpoint).with_name('probe.json')
         path.write_text(json.dumps(res, indent=1))
         for k in ('pretrained', 'random_init'):
             if k in res: print(f"{k}: linear probe {res[k]['linear_probe']:.2f}%, kNN {res[k]['knn']:.2f}%")
         print(f'wrote {path}')
+    elif args.command == 'knn':
+        r = probe_encoder(load_model(args.checkpoint), args.dataset, args.data_root, args.pool, limit=args.limit, device=args.device,
+                          img_size=args.img_size, eval_limit=args.eval_limit, linear=False, k=args.k)
+        print(f"kNN (k={args.k}, {args.pool}-pooled, {r['train_images']:,} remembered, {r['eval_images']:,} {r['eval_split']} images): {r['knn']:.2f}%")
+    elif args.command == 'finetune':
+        import dataclasses
+        fc = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig) if hasattr(args, f.name)})
+        summary = finetune(fc)
+        import torch.distributed as dist
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            (Path(fc.out_dir)/'summary.json').write_text(json.dumps(summary, indent=1))
+            print(json.dumps(summary))
+        if dist.is_initialized(): dist.destroy_process_group()
+    elif args.command == 'ablate':
+        names = list(ABLATIONS) if 'all' in args.variants else args.variants
+        for seed in args.seeds:
+            for v in names:
+                r = ablate(v, seed, args.out, args.work, args.smoke, args.device, args.force)
+                print(f"{v:>20} seed {seed}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
+                      + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''), flush=True)
 
 def main(argv: list[str] | None = None):
     "Entry point of the `mae_nb` console command."

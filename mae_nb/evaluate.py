@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .train import warmup_cosine
 
 # %% auto #0
-__all__ = ['POOLS', 'pool_latent', 'extract_features', 'probe_head', 'linear_probe', 'knn_accuracy']
+__all__ = ['POOLS', 'pool_latent', 'extract_features', 'probe_head', 'linear_probe', 'knn_accuracy', 'knn_monitor']
 
 # %% ../nbs/08_evaluate.ipynb #5e3856fb
 POOLS = ('cls', 'mean')
@@ -161,3 +161,19 @@ def knn_accuracy(train_x: torch.Tensor, # training features (N, D)
         votes = torch.zeros(len(xb), C, device=dev).scatter_add_(1, train_y[idx], (sim / temperature).exp())   # (b, C)
         correct += int((votes.argmax(1).cpu() == yb.cpu()).sum())
     return 100.0 * correct / len(test_y)
+
+# %% ../nbs/08_evaluate.ipynb #e0f9478b
+def knn_monitor(train_batches, # re-iterable (x, y) batches, unaugmented: the kNN's memory, e.g. a `TensorLoader` with train=False
+                test_batches, # re-iterable (x, y) batches to classify
+                every: int = 1, # run every N epochs
+                pool: str = 'mean', # 'cls' or 'mean', see `pool_latent`
+                k: int = 20, # neighbours
+               ): # a function (model, epoch) -> {'knn': accuracy in percent} or None
+    "A `fit` monitor: weighted-kNN accuracy of the encoder's features every `every` epochs."
+    if every < 1: raise ValueError(f"every must be at least 1, got {every}")
+    def monitor(model, epoch: int):
+        if epoch % every: return None
+        amp = next(model.parameters()).device.type == 'cuda'
+        (trx, try_), (tex, tey) = (extract_features(model, b, pool, amp=amp) for b in (train_batches, test_batches))
+        return dict(knn=knn_accuracy(trx, try_, tex, tey, k=k))
+    return monitor
