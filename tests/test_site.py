@@ -55,13 +55,12 @@ def parse(paths) -> dict: return {p.resolve(): Page(p) for p in paths}
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     "Build the website once for all tests of this module."
-    out = tmp_path_factory.mktemp('site')
-    return out, parse(run.build_site(out))
+    out, nbs = tmp_path_factory.mktemp('site'), run.site_notebooks()
+    return out, parse(run.build_site(out, nbs)), nbs
 
 
 def test_every_notebook_has_a_page(site):
-    out, pages = site
-    nbs = run.site_notebooks()
+    out, pages, nbs = site
     assert nbs[0].name == 'index.ipynb' and len(nbs) >= 10
     for nb in nbs: assert (out/run.page_name(nb)).resolve() in pages, f'{nb.name} has no page'
     assert len(pages) == len(nbs)
@@ -69,7 +68,7 @@ def test_every_notebook_has_a_page(site):
 
 def test_pages_are_whole(site):
     "Images exist and are not empty, no traceback or error cell, every internal link (and anchor) resolves."
-    out, pages = site
+    out, pages, _ = site
     problems = {p.name: page_problems(p, pages) for p in pages}
     assert not any(problems.values()), {k: v for k, v in problems.items() if v}
     n_imgs = {p.name: len(pages[p].imgs) for p in pages}
@@ -78,8 +77,8 @@ def test_pages_are_whole(site):
 
 
 def test_navigation_in_reading_order(site):
-    out, pages = site
-    order = [run.page_name(nb) for nb in run.site_notebooks()]
+    out, pages, nbs = site
+    order = [run.page_name(nb) for nb in nbs]
     for i, name in enumerate(order):
         links = pages[(out/name).resolve()].links
         nav = [l for l in links if l in order]
@@ -89,8 +88,8 @@ def test_navigation_in_reading_order(site):
 
 def test_api_docs_for_every_export(site):
     "Each exported function and class has its `show_doc` entry (an anchor named like nbdev's) on its notebook's page."
-    out, pages = site
-    for nb in run.site_notebooks():
+    out, pages, nbs = site
+    for nb in nbs:
         m = re.search(r'^#\|\s*default_exp\s+(\S+)', '\n'.join(c.source for c in nbformat.read(nb, 4).cells if c.cell_type == 'code'), re.M)
         if not m: continue
         mod = importlib.import_module(f'mae_nb.{m[1]}')
@@ -127,7 +126,7 @@ def test_screenshot(site, page, section):
     for a person to look at, and must not be blank."""
     import matplotlib.image as mpimg
     exe = chromium()
-    out, pages = site
+    out, pages, _ = site
     src = out/page
     if section:                                    # a copy of the page that starts at the section (no scrolling needed)
         assert section in pages[src.resolve()].ids, f'{page} has no section #{section}'
