@@ -12,8 +12,9 @@ def run(*args):
 
 def test_help_lists_commands():
     r = run('--help')
-    assert r.returncode == 0 and all(c in r.stdout for c in ('demo', 'pretrain', 'probe', 'flops'))
-    for c in ('demo', 'pretrain', 'probe', 'flops'): assert run(c, '--help').returncode == 0
+    commands = ('demo', 'pretrain', 'probe', 'knn', 'finetune', 'ablate', 'flops')
+    assert r.returncode == 0 and all(c in r.stdout for c in commands)
+    for c in commands: assert run(c, '--help').returncode == 0
 
 
 def test_flops_table():
