@@ -12,7 +12,8 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'data_dir', 'read_idx',
            'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset', 'crop_boxes',
-           'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder', 'FolderLoader', 'make_loader']
+           'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder', 'FolderLoader', 'image_bytes',
+           'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader']
 
 # %% ../nbs/05_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -353,6 +354,93 @@ class FolderLoader(_EpochLoader):
     def _batches(self, loader):
         for x, y in loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
+# %% ../nbs/05_data.ipynb #e465fee1
+def image_bytes(root: str | Path, # the folder holding one folder per split
+                split: str = 'train', # the split's folder name
+               ): # torchvision.datasets.DatasetFolder: ds[i] -> (file bytes, uint8 (n,), class index)
+    "The files of an ImageFolder tree, undecoded: the same samples, classes and order as `imagefolder`."
+    import torchvision
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    from torchvision.io import read_file
+    folder = Path(root)/split
+    if not folder.is_dir(): imagefolder(root, split)                    # raises its explanation
+    return torchvision.datasets.DatasetFolder(str(folder), loader=read_file, extensions=IMG_EXTENSIONS)
+
+def _is_jpeg(data: torch.Tensor) -> bool: return data.numel() > 2 and data[0].item() == 0xFF and data[1].item() == 0xD8
+
+def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CPU, one tensor per image
+                  device='cpu', # where to decode JPEGs ('cuda': nvJPEG); other formats decode on the CPU
+                 ) -> list[torch.Tensor]: # (3, H_i, W_i) uint8 on `device`
+    "Decode a batch of image files to RGB: JPEGs in one batched call on `device`, anything else on the CPU."
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    device = torch.device(device)
+    jpeg = [i for i, d in enumerate(data) if _is_jpeg(d)]
+    out = [None] * len(data)
+    if jpeg:
+        for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)): out[i] = img
+    for i, d in enumerate(data):
+        if out[i] is None: out[i] = decode_image(d, mode=ImageReadMode.RGB).to(device)
+    return out
+
+def crop_resize(imgs: list[torch.Tensor], # (3, H_i, W_i) uint8 images of any sizes, on one device
+                img_size: int, # side of the square output
+                train: bool = True, # random resized crop (20–100 %) and flip; else resize the short side to img_size/0.875, centre crop
+                generator: torch.Generator | None = None, # CPU generator for the crops and flips
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation
+               ) -> torch.Tensor: # (B, 3, img_size, img_size) float, normalised
+    "The paper's geometry for a list of differently sized images, then one normalised batch."
+    S, out = img_size, []
+    for img in imgs:
+        _, H, W = img.shape
+        x = img[None].float()                                                          # (1, 3, H, W)
+        if train:
+            top, left, h, w = (int(v) for v in crop_boxes(1, H, W, generator=generator)[0].tolist())
+            x = F.interpolate(x[..., top:top + h, left:left + w], size=(S, S), mode='bicubic', antialias=True, align_corners=False)
+            if torch.rand(1, generator=generator).item() < 0.5: x = x.flip(-1)
+        else:
+            R = int(S / 0.875)                                                          # short side after resizing (256 for 224)
+            size = (R, int(R * W / H)) if H <= W else (int(R * H / W), R)
+            x = F.interpolate(x, size=size, mode='bicubic', antialias=True, align_corners=False)
+            top, left = int(round((size[0] - S) / 2)), int(round((size[1] - S) / 2))
+            x = x[..., top:top + S, left:left + S]
+        out.append(x)
+    x = torch.cat(out).clamp_(0, 255) / 255                                             # (B, 3, S, S) in [0, 1]
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+def _bytes_collate(batch):
+    "One flat uint8 tensor (a single shared-memory block from a worker), each file's length, the labels."
+    return torch.cat([d for d, _ in batch]), [len(d) for d, _ in batch], torch.tensor([y for _, y in batch])
+
+class DeviceDecodeLoader(FolderLoader):
+    "FolderLoader whose workers only read files; decoding (nvJPEG on CUDA), crops, resizing and normalisation run on `device`."
+    def __init__(self, dataset, # map-style, `dataset[i]` → (file bytes uint8 (n,), label), e.g. `image_bytes(...)`
+                 batch_size: int, # per rank
+                 img_size: int = 224, # side of the served images
+                 train: bool = True, # shuffle
+                 augment: bool | None = None, # random crops and flips (else resize and centre crop); default: when training
+                 device='cpu', seed: int = 0, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 4, # file-reading processes
+                 drop_last: bool | None = None,
+                ):
+        super().__init__(dataset, batch_size, train, device, seed, rank, world_size, num_workers, drop_last)
+        self.img_size, self.augment = img_size, train if augment is None else augment
+
+    def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are never read
+                 ): # yields x (B, 3, S, S) float normalised, y (B,) int64, both on `device`
+        "The current epoch's batches from batch `start` on: exactly those `iter_from(0)` yields there."
+        start = self._check_start(start)
+        order = self.indices()[start * self.batch_size:].tolist()
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
+                                             collate_fn=_bytes_collate, drop_last=self.drop_last, generator=torch.Generator())
+        return self._decoded(loader, start)
+
+    def _decoded(self, loader, start):
+        for i, (flat, lengths, y) in enumerate(loader, start):
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i, self.rank))
+            x = crop_resize(decode_images(list(flat.split(lengths)), self.device), self.img_size, self.augment, g)
+            yield x, y.to(self.device, non_blocking=True)
+
 # %% ../nbs/05_data.ipynb #7ab9281d
 def make_loader(name: str, # one of `DATASETS`
                 split: str, # 'train' or 'test' (fmnist, cifar10); a folder name such as 'train' or 'val' (imagefolder)
@@ -364,14 +452,19 @@ def make_loader(name: str, # one of `DATASETS`
                 num_workers: int = 4, # decoding processes (imagefolder only)
                 augment: bool | None = None, # random crops and flips; default: when training
                 limit: int | None = None, # use only the first `limit` images of the split
+                decode: str = 'workers', # imagefolder: 'workers' (PIL in DataLoader workers) or 'device' (JPEGs decoded on `device`: nvJPEG on CUDA)
                ) -> TensorLoader | FolderLoader:
     "The loader for a dataset: in memory on the device for fmnist and cifar10, from disk through workers for image folders."
     _check_dataset(name)
+    if decode not in ('workers', 'device'): raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
     augment = train if augment is None else augment
     if name == 'imagefolder':
         if root is None: raise ValueError("imagefolder needs root: the folder holding the split folders (train/, val/), e.g. make_loader('imagefolder', 'train', 256, root='/data/imagenet')")
-        ds = imagefolder(root, split, img_size or 224, augment)
+        ds = image_bytes(root, split) if decode == 'device' else imagefolder(root, split, img_size or 224, augment)
         if limit: ds = torch.utils.data.Subset(ds, range(min(limit, len(ds))))
+        if decode == 'device':
+            return DeviceDecodeLoader(ds, batch_size, img_size or 224, train=train, augment=augment, device=device, seed=seed,
+                                      rank=rank, world_size=world_size, num_workers=num_workers)
         return FolderLoader(ds, batch_size, train=train, device=device, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers)
     images, labels = load_tensor_dataset(name, split, root)
     if limit: images, labels = images[:limit], labels[:limit]
