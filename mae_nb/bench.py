@@ -231,6 +231,7 @@ def step_breakdown(mc: MAEConfig, # the model
                    loader=None, # batches (x, y) on the device; default `build_loader(tc, mc)`, the loader `pretrain` uses
                   ) -> dict: # ms per step: wall, each phase's host time; device busy ms and fraction (CUDA)
     "Profile `steps` pretraining steps on real batches from the training loader; time per phase and device busy time."
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
     dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if tc.device == 'auto' else tc.device)
     torch.manual_seed(tc.seed)
@@ -261,8 +262,8 @@ def step_breakdown(mc: MAEConfig, # the model
     ev = {e.key: e for e in prof.key_averages()}
     out = dict(device=device_name(dev), steps=steps, batch_size=tc.batch_size, wall_ms=1e3 * wall / steps)
     for ph in PHASES: out[f'{ph}_ms'] = ev[ph].cpu_time_total / 1e3 / steps if ph in ev else 0.0   # host time (µs → ms)
-    if dev.type == 'cuda':      # kernels only: events with device time that are not our labelled ranges
-        busy = sum(e.self_device_time_total for e in prof.key_averages() if e.key not in PHASES) / 1e3 / steps
+    if dev.type == 'cuda':      # the device's own events (kernels, copies); CPU ops also carry their kernels' time: not counted twice
+        busy = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type != DeviceType.CPU) / 1e3 / steps
         out.update(device_busy_ms=busy, device_busy=busy / out['wall_ms'])
     out['data_share'] = out['data_ms'] / out['wall_ms']
     return out
