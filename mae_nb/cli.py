@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--compile', action='store_true', help='torch.compile the model')
     t.add_argument('--fused', action=argparse.BooleanOptionalAction, default=None, help='fused AdamW (default: on CUDA)')
     t.add_argument('--num-workers', type=int, default=c.num_workers, help='DataLoader workers for imagefolder (default: 4)')
+    t.add_argument('--decode', choices=('workers', 'device'), default=c.decode, help="imagefolder JPEG decoding: 'workers' (PIL, default) or 'device' (nvJPEG on CUDA)")
     t.add_argument('--limit', type=int, help='use only the first N training images')
     t.add_argument('--seed', type=int, default=c.seed)
     t.add_argument('--out', default=c.out_dir, help=f'run folder: checkpoint.pt, metrics.jsonl, summary.json (default: {c.out_dir})')
@@ -136,6 +137,37 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument('--smoke', action='store_true', help='one optimizer step of everything (a test that the variant runs)')
     ab.add_argument('--force', action='store_true', help='run again even when the JSON exists')
     ab.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda'")
+
+    b = sub.add_parser('bench', help='time training steps: img/s, FLOPs, MFU, memory; vs HF ViTMAE and the mask-token encoder',
+                       description='Time training steps (forward, backward, AdamW) of our MAE, HF transformers\' ViTMAEForPreTraining '
+                                   'with the same config (when installed), and the encoder that processes mask tokens (the paper\'s '
+                                   'Table 2 baseline), on the same batch; print img/s, FLOPs per image, TFLOP/s, MFU, peak memory and ratios.')
+    b.add_argument('--preset', type=_choice('preset', PRESETS), default='base', help='(default: base)')
+    b.add_argument('--batch-size', type=int, default=64, help='images per step (default: 64)')
+    b.add_argument('--decoder-depth', type=int, help="override the preset's decoder depth (Table 2 uses 8 and 1)")
+    b.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda'")
+    b.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'off'), default='auto', help='(default: bf16 on CUDA, off on CPU)')
+    b.add_argument('--compile', action='store_true', help='torch.compile each model')
+    b.add_argument('--fused', action=argparse.BooleanOptionalAction, default=None, help='fused AdamW (default: on CUDA)')
+    b.add_argument('--warmup', type=int, default=3, help='untimed steps (default: 3)')
+    b.add_argument('--iters', type=int, default=10, help='steps per timed window (default: 10)')
+    b.add_argument('--windows', type=int, default=3, help='timed windows; the fastest counts (default: 3)')
+    b.add_argument('--peak-tflops', type=float, help="the device's dense bf16 peak (default: from the table of known GPUs)")
+    b.add_argument('--contenders', default='ours,hf,mask_tokens', help='comma-separated subset of ours,hf,mask_tokens')
+    b.add_argument('--time-to-train', help='GPU counts, e.g. 1,8,64: hours for --epochs over ImageNet-1K at the measured speed')
+    b.add_argument('--epochs', type=int, default=800, help='epochs for --time-to-train (default: 800)')
+    b.add_argument('--json', help='also write the results here as JSON')
+
+    cv = sub.add_parser('convert', help='weights in and out: released MAE checkpoints, timm, Hugging Face ViTMAE',
+                        description='Read SRC (an MAE checkpoint {"model": ...}, released or ours, full or encoder-only; or with '
+                                    '--from hf a ViTMAEForPreTraining folder) and write DST as an mae_nb checkpoint (with its config), '
+                                    'a timm encoder state dict, or a Hugging Face ViTMAEForPreTraining folder.')
+    cv.add_argument('src'); cv.add_argument('dst')
+    cv.add_argument('--to', choices=('mae', 'timm', 'hf'), default='mae', help='(default: mae, a checkpoint mae_nb loads)')
+    cv.add_argument('--from', dest='from_', choices=('mae', 'hf'), default='mae', help='(default: mae)')
+    cv.add_argument('--num-heads', type=int, help='encoder heads, when the width is not a standard one')
+    cv.add_argument('--decoder-num-heads', type=int, help='decoder heads, likewise')
+    cv.add_argument('--norm-pix-loss', action='store_true', help='the model was trained with the normalised-pixel target (the released ones were)')
 
     f = sub.add_parser('flops', help='print parameters and forward FLOPs of encoder and decoder',
                        description='Parameters and forward FLOPs per image of encoder and decoder, counted with '
@@ -329,13 +361,44 @@ def _configs(args) -> tuple[MAEConfig, TrainConfig]:
     tc = TrainConfig(dataset=args.dataset, data_root=args.data_root, limit=args.limit, epochs=args.epochs, batch_size=args.batch_size,
                      accum_iter=args.accum_iter, blr=args.blr, lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
                      weight_decay=args.weight_decay, augment=args.augment, amp=args.amp, compile=args.compile, fused=args.fused,
-                     device=args.device, num_workers=args.num_workers, seed=args.seed, out_dir=args.out, resume=args.resume,
+                     device=args.device, num_workers=args.num_workers, decode=args.decode, seed=args.seed, out_dir=args.out, resume=args.resume,
                      ckpt_every=args.ckpt_every, log_every=args.log_every, progress=args.progress)
     return mc, tc
+
+def _bench(args):
+    from mae_nb.bench import benchmark, format_bench, time_to_train
+    over = {} if args.decoder_depth is None else dict(decoder_depth=args.decoder_depth)
+    res = benchmark(MAEConfig.from_preset(args.preset, **over), args.batch_size, args.device, args.amp, args.compile, args.fused,
+                    args.warmup, args.iters, args.windows, args.peak_tflops, tuple(args.contenders.split(',')))
+    print(f"mae_nb bench --preset {args.preset} --batch-size {args.batch_size}" + (f' --decoder-depth {args.decoder_depth}' if over else ''))
+    print(format_bench(res))
+    if args.time_to_train:
+        ours = next((r for r in res['rows'] if r['name'] == 'ours'), None)
+        if ours is None: raise ValueError("--time-to-train needs the 'ours' contender")
+        hours = time_to_train(ours['img_per_s'], [int(n) for n in args.time_to_train.split(',')], args.epochs)
+        res['time_to_train_h'] = hours
+        print(f"\n{args.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
+              + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
+    if args.json: Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+
+def _convert(args):
+    from mae_nb.train import save_checkpoint
+    from mae_nb.weights import load_hf, load_pretrained, save_hf, save_timm, timm_name
+    if args.from_ == 'hf': model = load_hf(args.src)
+    else:
+        model, report = load_pretrained(args.src, args.num_heads, args.decoder_num_heads, **({'norm_pix_loss': True} if args.norm_pix_loss else {}))
+        print(f"read {args.src}: {'encoder only' if report.get('encoder_only') else 'encoder and decoder'}")
+    cfg = model.cfg
+    if args.to == 'mae': save_checkpoint(args.dst, dict(model=model.state_dict(), config=asdict(cfg)))
+    elif args.to == 'timm': save_timm(model, args.dst); print(f"timm model: {timm_name(cfg) or 'a VisionTransformer with this config'}")
+    else: save_hf(model, args.dst)
+    print(f"wrote {args.dst} ({args.to}; embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, img {cfg.img_size})")
 
 def _run(args):
     if args.command == 'flops': return print(flops_table(args.presets or None, args.mask_ratio))
     if args.command == 'demo': return demo(args.out, args.epochs, args.limit, args.probe_epochs, args.device)
+    if args.command == 'bench': return _bench(args)
+    if args.command == 'convert': return _convert(args)
     if getattr(args, 'download', False) and args.dataset == 'cifar10':
         for split in ('train', 'test'): cifar10(split, args.data_root, download=True)
     if args.command == 'pretrain':

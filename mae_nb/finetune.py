@@ -224,7 +224,8 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     if fc.checkpoint is not None:
         ck = load_checkpoint(fc.checkpoint)
         if not isinstance(ck.get('config'), dict):
-            raise ValueError(f"{fc.checkpoint} stores no config: a released checkpoint needs its architecture; convert it with mae_nb's weights tools first")
+            raise ValueError(f"{fc.checkpoint} stores no config (a released checkpoint?): convert it first, "
+                             f"`mae_nb convert {fc.checkpoint} converted.pt`, which infers the architecture from the weights")
         cfg = MAEConfig(**ck['config'])
     else: cfg = MAEConfig.from_preset(fc.preset)
     if fc.img_size is not None and fc.img_size != cfg.img_size: cfg = MAEConfig(**{**asdict(cfg), 'img_size': fc.img_size})

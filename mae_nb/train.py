@@ -40,6 +40,7 @@ class TrainConfig:
     fused: bool | None = None       # fused AdamW; default: on CUDA
     device: str = 'auto'            # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_workers: int = 4            # DataLoader workers (ImageFolder only)
+    decode: str = 'workers'         # ImageFolder JPEGs: 'workers' (PIL in DataLoader workers) or 'device' (nvJPEG on CUDA)
     seed: int = 0                   # fixes the initialisation and every batch, crop and mask
     out_dir: str = 'runs/pretrain'  # checkpoint.pt and metrics.jsonl go here
     resume: bool = False            # continue from out_dir/checkpoint.pt
@@ -183,7 +184,7 @@ def build_loader(tc: TrainConfig, # dataset, batch size, augmentation, seed
                          f"choose a preset made for it (fmnist for Fashion-MNIST, cifar for CIFAR-10) or set in_chans")
     return make_loader(tc.dataset, split, tc.batch_size, mc.img_size, train=train, device=device, seed=tc.seed, rank=rank,
                        world_size=world, root=tc.data_root, num_workers=tc.num_workers, augment=train and tc.augment,
-                       limit=tc.limit if split == 'train' else None)
+                       limit=tc.limit if split == 'train' else None, decode=tc.decode)
 
 # %% ../nbs/06_train.ipynb #d9d18b88
 class MetricsLog:
