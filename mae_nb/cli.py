@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument('--work', default='runs/ablations', help='checkpoints and logs (default: runs/ablations)')
     ab.add_argument('--smoke', action='store_true', help='one optimizer step of everything (a test that the variant runs)')
     ab.add_argument('--force', action='store_true', help='run again even when the JSON exists')
+    ab.add_argument('--epochs', type=int, help=f"pretraining epochs instead of the budget's {ABLATION['epochs']} (results go to VARIANT-seedS-epN.json)")
     ab.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda'")
 
     b = sub.add_parser('bench', help='time training steps: img/s, FLOPs, MFU, memory; vs HF ViTMAE and the mask-token encoder',
@@ -315,11 +316,15 @@ ABLATION = dict(preset='fmnist', pretrain_images=20_000, epochs=2, batch_size=12
 SMOKE = dict(ABLATION, pretrain_images=64, epochs=1, batch_size=64, probe_train=64, probe_epochs=1, finetune_images=64, finetune_epochs=1, eval_limit=64)
 
 def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', work: str | Path = 'runs/ablations',
-           smoke: bool = False, device: str = 'auto', force: bool = False) -> dict:
+           smoke: bool = False, device: str = 'auto', force: bool = False,
+           epochs: int | None = None, # pretraining epochs instead of the budget's (a longer budget: files get an -epN suffix)
+          ) -> dict:
     "Run one ablation (pretrain, probe, kNN, fine-tune) and write OUT/VARIANT-seedSEED.json with the results and the command."
     if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(ABLATIONS)}")
     b = SMOKE if smoke else ABLATION
-    path = Path(out)/f"{variant}-seed{seed}{'-smoke' if smoke else ''}.json"
+    longer = epochs is not None and epochs != b['epochs']
+    if longer: b = dict(b, epochs=epochs)
+    path = Path(out)/f"{variant}-seed{seed}{f'-ep{epochs}' if longer else ''}{'-smoke' if smoke else ''}.json"
     if path.exists() and not force: return json.loads(path.read_text())
     run = Path(work)/path.stem
     t0 = time.perf_counter()
@@ -343,7 +348,7 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     imgs_per_s = lambda d: [r['img_per_s'] for r in read_metrics(Path(d)/'metrics.jsonl', has='loss')[1:]] or [float('nan')]
     median = lambda xs: sorted(xs)[len(xs) // 2]
     res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget=b,
-               command=f"mae_nb ablate {variant} --seeds {seed}" + (' --smoke' if smoke else '') + (f' --out {out}' if str(out) != 'results/ablations' else ''),
+               command=f"mae_nb ablate {variant} --seeds {seed}" + (f' --epochs {epochs}' if longer else '') + (' --smoke' if smoke else '') + (f' --out {out}' if str(out) != 'results/ablations' else ''),
                linear_probe=probe['linear_probe'], knn=probe['knn'], finetune=ft['test_acc'],
                pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'],
                pretrain_img_per_s=pre and median(imgs_per_s(run/'pretrain')), finetune_s=ft['train_s'],
@@ -443,7 +448,7 @@ def _run(args):
         names = list(ABLATIONS) if 'all' in args.variants else args.variants
         for seed in args.seeds:
             for v in names:
-                r = ablate(v, seed, args.out, args.work, args.smoke, args.device, args.force)
+                r = ablate(v, seed, args.out, args.work, args.smoke, args.device, args.force, args.epochs)
                 print(f"{v:>20} seed {seed}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
                       + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''), flush=True)
 
