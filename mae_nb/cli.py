@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/10_cli.ipynb #5cede6ae
+def _device(name: str) -> torch.device:
+    "'auto' → CUDA when available, else CPU; any other name as given."
+    return torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if name == 'auto' else name)
+
+def _median_img_per_s(recs: list[dict]) -> float:
+    "Median training speed of a run's `metrics.jsonl` loss records (the first, with start-up, left out)."
+    xs = sorted(r['img_per_s'] for r in recs[1:]) or [float('nan')]
+    return xs[len(xs) // 2]
+
 def _features(model, images, labels, dataset: str, batch_size: int, device, pool: str):
     "Encoder features of in-memory uint8 images, unaugmented and normalised like the dataset."
     from mae_nb.data import TensorLoader
@@ -202,7 +211,7 @@ def probe_encoder(model: MaskedAutoencoder, # its encoder is probed (with nothin
     the test split — or, with `holdout`, on the last `holdout` training images, to choose settings without seeing the test set."""
     from mae_nb.data import load_tensor_dataset
     from mae_nb.evaluate import extract_features, knn_accuracy, linear_probe
-    dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)
+    dev = _device(device)
     info = dataset_info(dataset)
     if info['in_chans'] != model.cfg.in_chans:
         raise ValueError(f"{dataset} has {info['in_chans']}-channel images but the encoder takes {model.cfg.in_chans}: probe it on a dataset like the one it was pretrained on")
@@ -283,9 +292,8 @@ def demo(out: str | Path = 'runs/demo', epochs: int = DEMO['epochs'], limit: int
     pre = probe_encoder(model, 'fmnist', pool=DEMO['pool'], epochs=probe_epochs, limit=probe_train, device=device)
     torch.manual_seed(0)
     rnd = probe_encoder(MaskedAutoencoder(mc), 'fmnist', pool=DEMO['pool'], epochs=probe_epochs, limit=probe_train, device=device)
-    imgs_per_s = [r['img_per_s'] for r in recs[1:]] or [float('nan')]
     result = dict(pretrained=pre, random_init=rnd, gain_linear_probe=round(pre['linear_probe'] - rnd['linear_probe'], 2),
-                  pretrain=summary, pretrain_wall_s=summary['train_s'], median_img_per_s=sorted(imgs_per_s)[len(imgs_per_s) // 2],
+                  pretrain=summary, pretrain_wall_s=summary['train_s'], median_img_per_s=_median_img_per_s(recs),
                   probe_wall_s=round(time.perf_counter() - t_probe, 1), this_run_wall_s=round(time.perf_counter() - t0, 1),
                   config=asdict(mc), train_config=asdict(tc))
     (out/'probe.json').write_text(json.dumps(result, indent=1))
@@ -345,15 +353,13 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
                                  blr=b['finetune_blr'], warmup_epochs=b['finetune_warmup'], layer_decay=b['layer_decay'], drop_path=b['drop_path'],
                                  smoothing=b['smoothing'], mixup=b['mixup'], cutmix=b['cutmix'], randaug_ops=b['randaug_ops'],
                                  eval_every=0, eval_limit=ev, out_dir=str(run/'finetune'), **common))
-    imgs_per_s = lambda d: [r['img_per_s'] for r in read_metrics(Path(d)/'metrics.jsonl', has='loss')[1:]] or [float('nan')]
-    median = lambda xs: sorted(xs)[len(xs) // 2]
     res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget=b,
                command=f"mae_nb ablate {variant} --seeds {seed}" + (f' --epochs {epochs}' if longer else '') + (' --smoke' if smoke else '') + (f' --out {out}' if str(out) != 'results/ablations' else ''),
                linear_probe=probe['linear_probe'], knn=probe['knn'], finetune=ft['test_acc'],
                pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'],
-               pretrain_img_per_s=pre and median(imgs_per_s(run/'pretrain')), finetune_s=ft['train_s'],
+               pretrain_img_per_s=pre and _median_img_per_s(read_metrics(run/'pretrain'/'metrics.jsonl', has='loss')), finetune_s=ft['train_s'],
                eval_images=probe['eval_images'], wall_s=round(time.perf_counter() - t0, 1),
-               torch=torch.__version__, device=str(torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)),
+               torch=torch.__version__, device=str(_device(device)),
                threads=torch.get_num_threads())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1) + '\n')
@@ -399,6 +405,14 @@ def _convert(args):
     else: save_hf(model, args.dst)
     print(f"wrote {args.dst} ({args.to}; embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, img {cfg.img_size})")
 
+def _finish(summary: dict, out_dir: str):
+    "After a training run: rank 0 writes OUT/summary.json and prints it; every rank leaves the process group."
+    import torch.distributed as dist
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        (Path(out_dir)/'summary.json').write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary))
+    if dist.is_initialized(): dist.destroy_process_group()
+
 def _run(args):
     if args.command == 'flops': return print(flops_table(args.presets or None, args.mask_ratio))
     if args.command == 'demo': return demo(args.out, args.epochs, args.limit, args.probe_epochs, args.device)
@@ -408,16 +422,10 @@ def _run(args):
         for split in ('train', 'test'): cifar10(split, args.data_root, download=True)
     if args.command == 'pretrain':
         mc, tc = _configs(args)
-        import torch.distributed as dist
         monitor = None
         if args.knn_every:
-            dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
-            monitor = knn_monitor_for(args.dataset, mc, args.knn_every, args.knn_train, args.data_root, device=dev)
-        summary = pretrain(mc, tc, monitor=monitor)
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            (Path(tc.out_dir)/'summary.json').write_text(json.dumps(summary, indent=1))
-            print(json.dumps(summary))
-        if dist.is_initialized(): dist.destroy_process_group()
+            monitor = knn_monitor_for(args.dataset, mc, args.knn_every, args.knn_train, args.data_root, device=_device(args.device))
+        _finish(pretrain(mc, tc, monitor=monitor), tc.out_dir)
     elif args.command == 'probe':
         model = load_model(args.checkpoint)
         kw = dict(dataset=args.dataset, data_root=args.data_root, pool=args.pool, epochs=args.epochs, limit=args.limit, holdout=args.holdout,
@@ -438,12 +446,7 @@ def _run(args):
     elif args.command == 'finetune':
         import dataclasses
         fc = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig) if hasattr(args, f.name)})
-        summary = finetune(fc)
-        import torch.distributed as dist
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            (Path(fc.out_dir)/'summary.json').write_text(json.dumps(summary, indent=1))
-            print(json.dumps(summary))
-        if dist.is_initialized(): dist.destroy_process_group()
+        _finish(finetune(fc), fc.out_dir)
     elif args.command == 'ablate':
         names = list(ABLATIONS) if 'all' in args.variants else args.variants
         for seed in args.seeds:

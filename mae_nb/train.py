@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, math, os, random, time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
 import torch.distributed as dist
