@@ -10,7 +10,7 @@ Each creates the virtual environment .venv/ on first use and installs the packag
 extras; it reinstalls when the contents of settings.ini, setup.py or pyproject.toml change.
 """
 from __future__ import annotations
-import hashlib, os, re, subprocess, sys
+import hashlib, inspect, os, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -124,17 +124,119 @@ def page_name(nb: Path) -> str:
     return rel.with_name(re.sub(r'^\d+[a-zA-Z0-9]*_', '', rel.name.lower())).with_suffix('.html').as_posix()
 
 
+def is_derivation(nb: Path) -> bool:
+    "Notebooks 00–09 derive the method one piece at a time: their pages show the exported code, not only its API docs."
+    m = re.match(r'(\d\d)_', nb.name)
+    return bool(m) and int(m[1]) < 10
+
+
+def top_level_spans(src: str) -> list[tuple]:
+    """(node, first line, first line after it) of each top-level statement of `src`, 1-based: a statement starts at its
+    decorators and the comment lines right above them, and runs until the next statement starts."""
+    import ast
+    body, lines = ast.parse(src).body, src.split('\n')
+    starts, prev_end = [], 0
+    for n in body:
+        a = min([n.lineno] + [d.lineno for d in getattr(n, 'decorator_list', [])])
+        while a - 1 > prev_end and lines[a - 2].lstrip().startswith('#'): a -= 1
+        starts.append(a); prev_end = n.end_lineno
+    return list(zip(body, starts, starts[1:] + [len(lines) + 1]))
+
+
+def field_signature(cls) -> str:
+    "A NamedTuple's constructor as show_doc would write it, with its fields, their types, defaults and comments."
+    import ast, io, textwrap, tokenize
+    notes = {}
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+        comments = {t.start[0]: t.string.lstrip('#').strip() for t in tokenize.generate_tokens(io.StringIO(src).readline)
+                    if t.type == tokenize.COMMENT}
+        notes = {n.target.id: comments.get(n.lineno) for n in ast.parse(src).body[0].body
+                 if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    except (OSError, TypeError, SyntaxError, IndexError, AttributeError): pass
+    annos, defaults = getattr(cls, '__annotations__', {}), getattr(cls, '_field_defaults', {})
+    def anno(a): return a if isinstance(a, str) else getattr(a, '__forward_arg__', None) or inspect.formatannotation(a)
+    params = [(f + (f':{anno(annos[f])}' if f in annos else '') + (f'={defaults[f]!r}' if f in defaults else ''), notes.get(f))
+              for f in cls._fields]
+    if not any(note for _, note in params): return f"{cls.__name__}({', '.join(p for p, _ in params)})"
+    return '\n'.join([f'{cls.__name__}(', *(f'    {p},' + (f' # {note}' if note else '') for p, note in params), ')'])
+
+
+def class_signature(sym, sig: str) -> str:
+    """show_doc's signature `sig` of `sym`, for a class written as a call of its constructor (`MAEConfig(img_size:int=224, ...)`,
+    not `def MAEConfig(...)->None:`); a NamedTuple gets its fields, where inspect sees only `(*args, **kwargs)`."""
+    if not inspect.isclass(sym): return sig
+    if issubclass(sym, tuple) and hasattr(sym, '_fields'): return field_signature(sym)
+    sig = re.sub(r'^def (?=\w)', '', sig)
+    return re.sub(r'\)(?:->None)?:(\s*#[^\n]*)?\s*$', r')\1', sig)
+
+
 def doc_notebook(path: Path):
-    """`path` as the website shows it: nbdev's own docs processors (a `show_doc` after every exported symbol,
-    exported and hidden cells removed, symbols in backticks linked), except that `show_doc` is evaluated against
-    the exported module instead of re-executing the notebook. Returns (nbformat notebook, frontmatter dict)."""
-    import importlib, inspect, json, nbformat
-    from execnb.nbio import read_nb
+    """`path` as the website shows it: nbdev's own docs processors (a `show_doc` for every exported symbol, exported
+    and hidden cells removed, symbols in backticks linked), except that `show_doc` is evaluated against the exported
+    module instead of re-executing the notebook, and that
+    - the `show_doc`s of a cell come in the order the cell defines their symbols (nbdev reverses them);
+    - in the derivation notebooks (00–09, `is_derivation`) the exported code stays on the page, cut into one piece per
+      documented symbol, each after its `show_doc` (what nbdev's `#| exports` does, for every `#| export` cell);
+    - a symbol defined in a cell of imports (such as `patch_to` in 04_mae) moves to just before the first cell that uses
+      it, so that a helper does not lead the page.
+    Returns (nbformat notebook, frontmatter dict)."""
+    import ast, importlib, json, nbformat
+    from execnb.nbio import NbCell, read_nb
     from nbdev.config import get_config
     from nbdev.frontmatter import FrontmatterProc
     from nbdev.process import NBProcessor, Processor
     from nbdev import processors as P
     from nbdev.showdoc import show_doc
+    show_src = is_derivation(path)
+    EXPORTS = {'export', 'exporti', 'exports'}
+
+    def code_cell(like, lines: list[str], outputs=()):
+        "A plain code cell (no export directive, so nothing removes it) showing `lines` of the cell `like`."
+        while lines and not lines[0].strip(): lines = lines[1:]
+        while lines and not lines[-1].strip(): lines = lines[:-1]
+        if not lines: return None
+        c = NbCell(like.idx_, {'cell_type': 'code', 'source': '\n'.join(lines), 'metadata': dict(like.get('metadata', {})),
+                               'outputs': list(outputs), 'execution_count': None})
+        c.directives_ = {k: v for k, v in like.directives_.items() if k not in EXPORTS}
+        return c
+
+    class teach_exports(Processor):
+        "Place the `show_doc` cells nbdev added after each exported cell (see `doc_notebook`), and keep the code in derivation notebooks."
+        def begin(self):
+            cells, units, helpers, i = self.nb.cells, [], [], 0     # units: (original cell, the cells shown for it)
+            while i < len(cells):
+                cell, j = cells[i], i + 1
+                while j < len(cells) and getattr(cells[j], 'has_sd', False): j += 1
+                docs, i = cells[i + 1:j], j
+                d = cell.get('directives_', {})
+                trees = cell.parsed_() if cell.cell_type == 'code' and d.keys() & EXPORTS else None
+                if not trees or 'hide' in d or d.get('include:') == ['false']: units.append((cell, [cell, *docs])); continue
+                spans, lines = top_level_spans(cell.source), cell.source.split('\n')
+                doc_of = {re.match(r'show_doc\(([\w.]+)', c.source)[1].rsplit('.', 1)[-1]: c for c in docs}
+                documented = [(n, a, b) for n, a, b in spans if getattr(n, 'name', None) in doc_of]
+                if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n, _, _ in spans):   # helpers among the imports
+                    for n, a, b in documented:
+                        src = code_cell(cell, lines[a-1:b-1]) if show_src else None
+                        helpers.append((n.name, len(units), [doc_of[n.name], *([src] if src else [])]))
+                    if show_src: lines = [l for k, l in enumerate(lines, 1) if not any(a <= k < b for _, a, b in documented)]
+                    documented = []
+                    docs = [c for c in docs if all(c is not m for _, _, moved in helpers for m in moved)]
+                placed = [doc_of[n.name] for n, _, _ in documented]
+                rest = [c for c in docs if all(c is not p for p in placed)]    # show_docs without a definition here
+                if not show_src: units.append((cell, [cell, *placed, *rest])); continue
+                bounds = [1, *(a for _, a, _ in documented[1:]), len(lines) + 1]
+                shown = []
+                for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+                    shown += [doc_of[n.name] for n, na, _ in documented if a <= na < b]
+                    shown.append(code_cell(cell, lines[a-1:b-1], cell.get('outputs', []) if k == len(bounds) - 2 else ()))
+                units.append((cell, [*filter(None, shown), *rest]))
+            for name, origin, moved in helpers:     # just before the first code cell that uses the helper (or at the end)
+                use = next((u for u in range(origin + 1, len(units)) if units[u][0].cell_type == 'code'
+                            and re.search(rf'\b{re.escape(name)}\b', units[u][0].source)), None)
+                if use is None: units[-1][1].extend(moved)
+                else: units[use][1][:0] = moved
+            self.nb.cells = [c for _, shown in units for c in shown]
 
     class render_show_docs(Processor):
         "Give each `show_doc` cell its markdown output, rendered from the exported module."
@@ -144,7 +246,7 @@ def doc_notebook(path: Path):
         def cell(self, cell):
             if not P._is_showdoc(cell): return
             code = '\n'.join(l for l in cell.source.splitlines() if not l.startswith('#|'))
-            try: doc = eval(code, self.ns); md = doc._repr_markdown_()
+            try: doc = eval(code, self.ns); doc.dm = class_signature(doc.sym, str(doc.dm)); md = doc._repr_markdown_()
             except Exception as e: raise RuntimeError(f"{path.name}: `{code}` failed ({e}): is the notebook exported (nbdev_export)?") from e
             try: md = md.replace('#LNone)', f'#L{inspect.getsourcelines(doc.sym)[1]})')   # (nbdev finds no line for qualified names)
             except (TypeError, OSError): pass
@@ -153,7 +255,7 @@ def doc_notebook(path: Path):
             cell.outputs = [{'output_type': 'display_data', 'metadata': {}, 'data': {'text/markdown': md.splitlines(True)}}]
 
     nb = read_nb(path)
-    NBProcessor(path, [FrontmatterProc, P.populate_language, P.add_show_docs, P.strip_ansi, P.hide_line, P.filter_stream_,
+    NBProcessor(path, [FrontmatterProc, P.populate_language, P.add_show_docs, teach_exports, P.strip_ansi, P.hide_line, P.filter_stream_,
                        P.rm_header_dash, P.clean_show_doc, render_show_docs, P.rm_export, P.clean_magics, P.hide_,
                        P.add_links, P.mv_exports, P.strip_hidden_metadata], nb=nb).process()
     cells = []

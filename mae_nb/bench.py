@@ -5,16 +5,16 @@
 # %% ../nbs/11_benchmark.ipynb #12e3cdf2
 from __future__ import annotations
 import math, platform, time
-from contextlib import nullcontext
 from dataclasses import asdict, replace
 import torch
 from .model import MAEConfig, MaskedAutoencoder, count_flops
-from .train import TrainConfig, _amp_dtype, build_loader, param_groups, batch_noise
+from .train import RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, make_train_step, param_groups, resolve_device
+from .weights import have_transformers, hf_model
 
 # %% auto #0
 __all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'device_name', 'peak_tflops', 'train_flops',
-           'synchronize', 'make_train_step', 'time_steps', 'hf_config', 'HFMAE', 'have_transformers', 'benchmark',
-           'format_bench', 'step_breakdown', 'format_breakdown', 'time_to_train']
+           'synchronize', 'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown',
+           'format_breakdown', 'time_to_train']
 
 # %% ../nbs/11_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -71,26 +71,18 @@ def synchronize(device: torch.device):
     "Wait for all queued work on `device` (a no-op on the CPU)."
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
-def make_train_step(model: torch.nn.Module, # anything whose `forward(imgs, noise=)` returns an object with `.loss`
-                    device: torch.device,
-                    amp: str = 'auto', # as TrainConfig.amp
-                    compile: bool = False, # torch.compile the forward
-                    fused: bool | None = None, # fused AdamW; default on CUDA
-                    lr: float = 1.5e-4,
-                   ): # step(imgs, noise) -> loss tensor (never read back)
-    "One pretraining step as `pretrain` runs it: autocast forward, backward, AdamW with weight-decay groups."
-    dtype = _amp_dtype(amp, device)
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.95),
-                            fused=device.type == 'cuda' if fused is None else fused)
-    fwd = torch.compile(model) if compile else model
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    def step(imgs, noise):
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = fwd(imgs, noise=noise).loss
-        scaler.scale(loss).backward()
-        scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
+def bench_step(model: torch.nn.Module, # anything whose `forward(imgs, noise=)` returns an object with `.loss`
+               device: torch.device,
+               amp: str = 'auto', # as TrainConfig.amp
+               compile: bool = False, # torch.compile the model
+               fused: bool | None = None, # fused AdamW; default on CUDA
+               lr: float = 1.5e-4,
+              ): # step(imgs, noise) -> loss tensor (never read back)
+    "`pretrain`'s training step (`train.make_train_step`, weight decay 0.05, constant lr) as a function of one batch and its noise."
+    tc = TrainConfig(amp=amp, compile=compile, fused=fused)
+    step = make_train_step(model, param_groups(model, tc.weight_decay), RunPlan(1, 10**9, 0, 1, lr), tc, device)
+    def loss_fn(m, imgs, noise): return m(imgs, noise=noise).loss
+    return lambda imgs, noise: step(loss_fn, imgs, noise)
 
 def time_steps(step, # callable(imgs, noise) -> loss
                imgs: torch.Tensor, noise: torch.Tensor, # one batch (B, C, H, W) and its masking noise (B, N), on the device
@@ -113,32 +105,12 @@ def time_steps(step, # callable(imgs, noise) -> loss
     return dict(sec_per_step=min(times), windows=times, loss=float(loss), peak_mem=mem)
 
 # %% ../nbs/11_benchmark.ipynb #e50cfeda
-def hf_config(cfg: MAEConfig): # transformers.ViTMAEConfig
-    "The `transformers.ViTMAEConfig` of the same architecture as `cfg` (needs transformers)."
-    if cfg.encoder_mask_tokens: raise ValueError("HF ViTMAE has no mask-token encoder: use encoder_mask_tokens=False")
-    from transformers import ViTMAEConfig
-    return ViTMAEConfig(image_size=cfg.img_size, patch_size=cfg.patch_size, num_channels=cfg.in_chans,
-                        hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-                        intermediate_size=int(cfg.embed_dim * cfg.mlp_ratio),
-                        decoder_hidden_size=cfg.decoder_embed_dim, decoder_num_hidden_layers=cfg.decoder_depth,
-                        decoder_num_attention_heads=cfg.decoder_num_heads,
-                        decoder_intermediate_size=int(cfg.decoder_embed_dim * cfg.mlp_ratio),
-                        mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, qkv_bias=True, hidden_act='gelu',
-                        layer_norm_eps=1e-6, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
 class HFMAE(torch.nn.Module):
     "`ViTMAEForPreTraining` behind our call signature `model(imgs, noise=)` → object with `.loss`."
     def __init__(self, cfg: MAEConfig, attn: str = 'sdpa'):
         super().__init__()
-        from transformers import ViTMAEForPreTraining
-        self.hf = ViTMAEForPreTraining._from_config(hf_config(cfg), attn_implementation=attn)
+        self.hf = hf_model(cfg, attn)
     def forward(self, imgs, noise=None): return self.hf(pixel_values=imgs, noise=noise)
-
-def have_transformers() -> bool:
-    "Whether the optional `transformers` package can be imported."
-    try: import transformers  # noqa: F401
-    except ImportError: return False
-    return True
 
 # %% ../nbs/11_benchmark.ipynb #4e912eb4
 CONTENDERS = ('ours', 'hf', 'mask_tokens')
@@ -149,9 +121,40 @@ def _build(name: str, cfg: MAEConfig) -> torch.nn.Module:
     if name == 'mask_tokens': return MaskedAutoencoder(replace(cfg, encoder_mask_tokens=True))
     raise ValueError(f"unknown contender {name!r}: choose from {', '.join(CONTENDERS)}")
 
+def _prepare(names, cfg: MAEConfig, imgs, noise, dev, amp, compile, fused, warmup: int, seed: int):
+    "Build and warm up each contender (it stays resident); returns its step, FLOPs and own peak memory, and what was skipped."
+    steps, flops, mem, skipped = {}, {}, {}, {}
+    for name in names:
+        if name == 'hf' and not have_transformers():
+            skipped[name] = 'transformers is not installed (pip install transformers)'; print(f'skipping hf: {skipped[name]}'); continue
+        base = torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
+        torch.manual_seed(seed)
+        model = _build(name, cfg).to(dev).train()
+        flops[name] = train_flops(replace(cfg, encoder_mask_tokens=name == 'mask_tokens'))
+        try:
+            steps[name] = bench_step(model, dev, amp, compile, fused)
+            if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
+            for _ in range(max(warmup, 1)): steps[name](imgs, noise)
+            synchronize(dev)
+            mem[name] = (torch.cuda.max_memory_allocated(dev) - base) / 2**30 if dev.type == 'cuda' else None   # this contender's own
+        except torch.OutOfMemoryError:
+            skipped[name] = f'out of memory at batch {len(imgs)}: use a smaller --batch-size'; print(f'skipping {name}: {skipped[name]}')
+            steps.pop(name, None); del model; torch.cuda.empty_cache()
+    return steps, flops, mem, skipped
+
+# %% ../nbs/11_benchmark.ipynb #28caf898
+def _row(name: str, secs: list[float], loss: float, fl: dict, mem, batch_size: int, peak_tf) -> dict:
+    "One contender's results from its window times (seconds per step) and FLOP counts."
+    sec = min(secs)
+    ips = batch_size / sec
+    tflops = fl['train_flops'] * ips / 1e12
+    return dict(name=name, img_per_s=ips, ms_per_step=1e3 * sec, loss=loss, windows_ms=[1e3 * t for t in secs],
+                enc_gflops=fl['encoder_flops'] / 1e9, dec_gflops=fl['decoder_flops'] / 1e9, train_gflops=fl['train_flops'] / 1e9,
+                tflops=tflops, mfu=tflops / peak_tf if peak_tf else None, peak_mem_gib=mem)
+
 def benchmark(cfg: MAEConfig | str, # a config, or a preset name
               batch_size: int = 64, # images per step
-              device: str = 'auto', # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'
+              device: str = 'auto', # as `resolve_device`: 'auto', 'cpu', 'cuda', 'cuda:1'
               amp: str = 'auto', # as TrainConfig.amp: bf16 on CUDA, off on CPU
               compile: bool = False, # torch.compile each model
               fused: bool | None = None, # fused AdamW; default on CUDA
@@ -163,50 +166,28 @@ def benchmark(cfg: MAEConfig | str, # a config, or a preset name
     "Time training steps of our MAE, HF's ViTMAE and the mask-token encoder on the same batch; FLOPs, MFU, memory."
     cfg = MAEConfig.from_preset(cfg) if isinstance(cfg, str) else cfg
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError("device cuda requested but CUDA is not available: use --device cpu")
+    dev = resolve_device(device)
     peak_tf, peak_src = peak_tflops(dev, peak)
     g = torch.Generator().manual_seed(seed)
     imgs = torch.rand(batch_size, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g).to(dev)
     noise = torch.rand(batch_size, cfg.num_patches, generator=g).to(dev)
-    steps, flops, mem, skipped = {}, {}, {}, {}
-    for name in contenders:                         # build and warm up each contender; it stays resident
-        if name == 'hf' and not have_transformers():
-            skipped[name] = 'transformers is not installed (pip install transformers)'; print(f'skipping hf: {skipped[name]}'); continue
-        base = torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
-        torch.manual_seed(seed)
-        model = _build(name, cfg).to(dev).train()
-        flops[name] = train_flops(replace(cfg, encoder_mask_tokens=name == 'mask_tokens'))
-        try:
-            steps[name] = make_train_step(model, dev, amp, compile, fused)
-            if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
-            for _ in range(max(warmup, 1)): steps[name](imgs, noise)
-            synchronize(dev)
-            mem[name] = (torch.cuda.max_memory_allocated(dev) - base) / 2**30 if dev.type == 'cuda' else None   # this contender's own
-        except torch.OutOfMemoryError:
-            skipped[name] = f'out of memory at batch {batch_size}: use a smaller --batch-size'; print(f'skipping {name}: {skipped[name]}')
-            steps.pop(name, None); del model; torch.cuda.empty_cache()
+    steps, flops, mem, skipped = _prepare(contenders, cfg, imgs, noise, dev, amp, compile, fused, warmup, seed)
     times, losses = {name: [] for name in steps}, {}
     for _ in range(windows):                        # round-robin: a slow spell of the machine hits every contender alike
         for name, step in steps.items():
             t = time_steps(step, imgs, noise, warmup=0, iters=iters, windows=1)
             times[name].append(t['sec_per_step']); losses[name] = t['loss']
-    rows = []
-    for name in steps:
-        sec, fl = min(times[name]), flops[name]
-        ips = batch_size / sec
-        tflops = fl['train_flops'] * ips / 1e12
-        rows.append(dict(name=name, img_per_s=ips, ms_per_step=1e3 * sec, loss=losses[name], windows_ms=[1e3 * t for t in times[name]],
-                         enc_gflops=fl['encoder_flops'] / 1e9, dec_gflops=fl['decoder_flops'] / 1e9, train_gflops=fl['train_flops'] / 1e9,
-                         tflops=tflops, mfu=tflops / peak_tf if peak_tf else None, peak_mem_gib=mem[name]))
+    rows = [_row(name, times[name], losses[name], flops[name], mem[name], batch_size, peak_tf) for name in steps]
     del steps
     if dev.type == 'cuda': torch.cuda.empty_cache()
     speed = {r['name']: r['img_per_s'] for r in rows}
     ratios = {f'ours / {k}': speed['ours'] / speed[k] for k in speed if k != 'ours' and 'ours' in speed}
+    dtype = amp_dtype(amp, dev)
     return dict(device=device_name(dev), device_type=dev.type, peak_tflops=peak_tf, peak_source=peak_src, batch_size=batch_size,
-                amp=str(_amp_dtype(amp, dev)).replace('torch.', '') if _amp_dtype(amp, dev) else 'fp32', compile=compile,
+                amp=str(dtype).replace('torch.', '') if dtype else 'fp32', compile=compile,
                 config=asdict(cfg), rows=rows, ratios=ratios, skipped=skipped)
 
+# %% ../nbs/11_benchmark.ipynb #16f394c5
 def format_bench(res: dict) -> str:
     "A markdown table of a `benchmark` result, with the speed ratios under it."
     f = lambda v, fmt: '–' if v is None else format(v, fmt)
@@ -230,27 +211,20 @@ def step_breakdown(mc: MAEConfig, # the model
                    warmup: int = 3, # steps before profiling
                    loader=None, # batches (x, y) on the device; default `build_loader(tc, mc)`, the loader `pretrain` uses
                   ) -> dict: # ms per step: wall, each phase's host time; device busy ms and fraction (CUDA)
-    "Profile `steps` pretraining steps on real batches from the training loader; time per phase and device busy time."
-    from torch.autograd import DeviceType
+    "Profile `steps` of `pretrain`'s training step on real batches from the training loader; time per phase and device busy time."
     from torch.profiler import ProfilerActivity, profile, record_function
-    dev = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if tc.device == 'auto' else tc.device)
+    dev = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
     model = MaskedAutoencoder(mc).to(dev).train()
     loader = build_loader(tc, mc, device=dev) if loader is None else loader
     if len(loader) < warmup + steps: raise ValueError(f"the loader has {len(loader)} batches, fewer than warmup + steps = {warmup + steps}: use a smaller batch or fewer steps")
-    dtype = _amp_dtype(tc.amp, dev)
-    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=1e-4, betas=tc.betas,
-                            fused=dev.type == 'cuda' if tc.fused is None else tc.fused)
-    fwd = torch.compile(model) if tc.compile else model
+    step = make_train_step(model, param_groups(model, tc.weight_decay), RunPlan(1, 10**9, 0, tc.batch_size, 1e-4), tc, dev)
     batches = iter(loader)
-    def one(i):
+    def one(i):                                     # the step labels forward, backward and optimizer itself
         with record_function('data'):
             x, _ = next(batches)
             noise = batch_noise(mc, tc.seed, 0, i, x.shape[0]).to(dev, non_blocking=True)
-        with record_function('forward'), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = fwd(x, noise=noise).loss
-        with record_function('backward'): loss.backward()
-        with record_function('optimizer'): opt.step(); opt.zero_grad(set_to_none=True)
+        step(lambda m, x, noise: m(x, noise=noise).loss, x, noise)
     for i in range(warmup): one(i)
     synchronize(dev)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == 'cuda' else [])
@@ -259,8 +233,14 @@ def step_breakdown(mc: MAEConfig, # the model
         for i in range(warmup, warmup + steps): one(i)
         synchronize(dev)
         wall = time.perf_counter() - t0
+    return _phase_times(prof, dev, steps, tc.batch_size, wall)
+
+# %% ../nbs/11_benchmark.ipynb #8fbbf030
+def _phase_times(prof, dev: torch.device, steps: int, batch_size: int, wall: float) -> dict:
+    "ms per step of each labelled phase (host time), and the device's busy time on CUDA, from a finished `torch.profiler` run."
+    from torch.autograd import DeviceType
     ev = {e.key: e for e in prof.key_averages()}
-    out = dict(device=device_name(dev), steps=steps, batch_size=tc.batch_size, wall_ms=1e3 * wall / steps)
+    out = dict(device=device_name(dev), steps=steps, batch_size=batch_size, wall_ms=1e3 * wall / steps)
     for ph in PHASES: out[f'{ph}_ms'] = ev[ph].cpu_time_total / 1e3 / steps if ph in ev else 0.0   # host time (µs → ms)
     if dev.type == 'cuda':      # the device's own events (kernels, copies); CPU ops also carry their kernels' time: not counted twice
         busy = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type != DeviceType.CPU) / 1e3 / steps

@@ -207,12 +207,13 @@ def batch_augment(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1], 
     flips = torch.rand(B * world, generator=generator, device=boxes.device) < 0.5 if flip else None
     return resized_crops(imgs, boxes[rank::world], out_size, None if flips is None else flips[rank::world])
 
-# %% ../nbs/05_data.ipynb #c70e5362
+# %% ../nbs/05_data.ipynb #bd32d6e1
 def mix_seed(*ints: int) -> int:
     "A 63-bit seed from a few integers, e.g. (seed, epoch, batch, rank): nearby inputs give unrelated seeds."
     digest = hashlib.blake2b(struct.pack(f'<{len(ints)}q', *ints), digest_size=8).digest()
     return int.from_bytes(digest, 'little') >> 1
 
+# %% ../nbs/05_data.ipynb #1d97f697
 class _EpochLoader:
     "Order, sharding, length and resume, shared by `TensorLoader` and `FolderLoader`."
     def _setup(self, n, batch_size, train, seed, rank, world_size, drop_last):
@@ -248,7 +249,30 @@ class _EpochLoader:
 
     def __iter__(self): return self.iter_from(0)
 
-# %% ../nbs/05_data.ipynb #6c06366f
+# %% ../nbs/05_data.ipynb #05d61614
+def _per_channel(values, device=None) -> torch.Tensor: # (1, len(values), 1, 1) float32
+    "A normalisation's per-channel mean or std, shaped to broadcast over a (B, C, H, W) batch."
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+def _check_tensor_dataset(images: torch.Tensor, labels, mean, std):
+    "Refuse, saying how to fix it, what `TensorLoader` cannot serve."
+    if images.ndim != 4 or images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}: add a channel axis with images[:, None] for grayscale")
+    if len(labels) != len(images): raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    C = images.shape[1]
+    if len(mean) not in (1, C) or len(std) not in (1, C):
+        raise ValueError(f"mean and std need one value per channel ({C}) or a single value, got {len(mean)} and {len(std)}")
+
+# %% ../nbs/05_data.ipynb #4b6ed56e
+def _unaugmented(x: torch.Tensor, # (B, C, H, W) uint8
+                 size: int, # side of the served images
+                ) -> torch.Tensor: # (B, C, size, size) float in [0, 1]
+    "An evaluation batch: pixels in [0, 1], resized (bicubic, antialiased) only if their side is not `size`."
+    x = x.float() / 255
+    if x.shape[-2:] == (size, size): return x
+    return F.interpolate(x, size=(size, size), mode='bicubic', antialias=True, align_corners=False).clamp_(0, 1)
+
+# %% ../nbs/05_data.ipynb #a9059b1e
 class TensorLoader(_EpochLoader):
     "Batches from an in-memory uint8 dataset, kept on `device` (GPU-resident for small datasets): shuffling, augmentation and normalisation happen in batch on the device."
     def __init__(self, images: torch.Tensor, # (N, C, H, W) uint8
@@ -263,19 +287,12 @@ class TensorLoader(_EpochLoader):
                  drop_last: bool | None = None, # drop the last partial batch; default: when training
                  augment: bool | None = None, # random crops and flips; default: when training
                 ):
-        if images.ndim != 4 or images.dtype != torch.uint8:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}: add a channel axis with images[:, None] for grayscale")
-        if len(labels) != len(images): raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        C = images.shape[1]
-        if len(mean) not in (1, C) or len(std) not in (1, C):
-            raise ValueError(f"mean and std need one value per channel ({C}) or a single value, got {len(mean)} and {len(std)}")
+        _check_tensor_dataset(images, labels, mean, std)
         self.device = torch.device(device)
         self.images = images.to(self.device)                                       # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels).long().to(self.device)               # (N,)
-        self.img_size = img_size or images.shape[-1]
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.augment = train if augment is None else augment
+        self.img_size, self.augment = img_size or images.shape[-1], train if augment is None else augment
+        self.mean, self.std = _per_channel(mean, self.device), _per_channel(std, self.device)   # (1, C or 1, 1, 1)
         self._setup(len(images), batch_size, train, seed, rank, world_size, drop_last)
 
     def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are skipped without being made
@@ -285,18 +302,14 @@ class TensorLoader(_EpochLoader):
         return self._batches(self.epoch, self.indices().to(self.device), start)
 
     def _batches(self, epoch, idx, start):
-        S, bs = self.img_size, self.batch_size
         for i in range(start, len(self)):
-            b = idx[i * bs:(i + 1) * bs]
-            x, y = self.images[b], self.labels[b]                                 # (B, C, H, W) uint8, (B,)
-            if self.augment:   # drawn for the global batch (all ranks), so that a DDP run equals one process with the same global batch
-                x = batch_augment(x, S, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, i)),
-                                  share=(self.rank, self.world_size))
-            else:
-                x = x.float() / 255
-                if x.shape[-2:] != (S, S):
-                    x = F.interpolate(x, size=(S, S), mode='bicubic', antialias=True, align_corners=False).clamp_(0, 1)
-            yield (x - self.mean) / self.std, y                                   # (B, C, S, S), (B,)
+            b = idx[i * self.batch_size:(i + 1) * self.batch_size]
+            yield (self._pixels(self.images[b], epoch, i) - self.mean) / self.std, self.labels[b]   # (B, C, S, S), (B,)
+
+    def _pixels(self, x, epoch, i): # (B, C, H, W) uint8 -> (B, C, S, S) float in [0, 1]
+        if not self.augment: return _unaugmented(x, self.img_size)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, i))   # for the global batch (all ranks): DDP = one process
+        return batch_augment(x, self.img_size, generator=g, share=(self.rank, self.world_size))
 
 # %% ../nbs/05_data.ipynb #972c1466
 def imagefolder(root: str | Path, # the folder holding one folder per split (`train/`, `val/`)
@@ -354,7 +367,7 @@ class FolderLoader(_EpochLoader):
     def _batches(self, loader):
         for x, y in loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-# %% ../nbs/05_data.ipynb #e465fee1
+# %% ../nbs/05_data.ipynb #196fec56
 def image_bytes(root: str | Path, # the folder holding one folder per split
                 split: str = 'train', # the split's folder name
                ): # torchvision.datasets.DatasetFolder: ds[i] -> (file bytes, uint8 (n,), class index)
@@ -366,6 +379,7 @@ def image_bytes(root: str | Path, # the folder holding one folder per split
     if not folder.is_dir(): imagefolder(root, split)                    # raises its explanation
     return torchvision.datasets.DatasetFolder(str(folder), loader=read_file, extensions=IMG_EXTENSIONS)
 
+# %% ../nbs/05_data.ipynb #537eb82e
 def _is_jpeg(data: torch.Tensor) -> bool: return data.numel() > 2 and data[0].item() == 0xFF and data[1].item() == 0xD8
 
 def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CPU, one tensor per image
@@ -382,6 +396,29 @@ def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CP
         if out[i] is None: out[i] = decode_image(d, mode=ImageReadMode.RGB).to(device)
     return out
 
+# %% ../nbs/05_data.ipynb #e84bc3ce
+def _random_crop(x: torch.Tensor, # (1, C, H, W) float
+                 S: int, # side of the output
+                 generator: torch.Generator | None = None,
+                ) -> torch.Tensor: # (1, C, S, S)
+    "`RandomResizedCrop` (bicubic, antialiased) and a flip with probability ½, for one image."
+    _, _, H, W = x.shape
+    top, left, h, w = (int(v) for v in crop_boxes(1, H, W, generator=generator)[0].tolist())
+    x = F.interpolate(x[..., top:top + h, left:left + w], size=(S, S), mode='bicubic', antialias=True, align_corners=False)
+    return x.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else x
+
+def _centre_crop(x: torch.Tensor, # (1, C, H, W) float
+                 S: int, # side of the output
+                ) -> torch.Tensor: # (1, C, S, S)
+    "The short side resized to S / 0.875 (256 for 224), then the centre S × S, for one image."
+    _, _, H, W = x.shape
+    R = int(S / 0.875)
+    size = (R, int(R * W / H)) if H <= W else (int(R * H / W), R)
+    x = F.interpolate(x, size=size, mode='bicubic', antialias=True, align_corners=False)
+    top, left = int(round((size[0] - S) / 2)), int(round((size[1] - S) / 2))
+    return x[..., top:top + S, left:left + S]
+
+# %% ../nbs/05_data.ipynb #5834fb7a
 def crop_resize(imgs: list[torch.Tensor], # (3, H_i, W_i) uint8 images of any sizes, on one device
                 img_size: int, # side of the square output
                 train: bool = True, # random resized crop (20–100 %) and flip; else resize the short side to img_size/0.875, centre crop
@@ -389,25 +426,11 @@ def crop_resize(imgs: list[torch.Tensor], # (3, H_i, W_i) uint8 images of any si
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation
                ) -> torch.Tensor: # (B, 3, img_size, img_size) float, normalised
     "The paper's geometry for a list of differently sized images, then one normalised batch."
-    S, out = img_size, []
-    for img in imgs:
-        _, H, W = img.shape
-        x = img[None].float()                                                          # (1, 3, H, W)
-        if train:
-            top, left, h, w = (int(v) for v in crop_boxes(1, H, W, generator=generator)[0].tolist())
-            x = F.interpolate(x[..., top:top + h, left:left + w], size=(S, S), mode='bicubic', antialias=True, align_corners=False)
-            if torch.rand(1, generator=generator).item() < 0.5: x = x.flip(-1)
-        else:
-            R = int(S / 0.875)                                                          # short side after resizing (256 for 224)
-            size = (R, int(R * W / H)) if H <= W else (int(R * H / W), R)
-            x = F.interpolate(x, size=size, mode='bicubic', antialias=True, align_corners=False)
-            top, left = int(round((size[0] - S) / 2)), int(round((size[1] - S) / 2))
-            x = x[..., top:top + S, left:left + S]
-        out.append(x)
-    x = torch.cat(out).clamp_(0, 255) / 255                                             # (B, 3, S, S) in [0, 1]
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    crop = (lambda x: _random_crop(x, img_size, generator)) if train else (lambda x: _centre_crop(x, img_size))
+    x = torch.cat([crop(img[None].float()) for img in imgs]).clamp_(0, 255) / 255     # (B, 3, S, S) in [0, 1]
+    return (x - _per_channel(mean, x.device)) / _per_channel(std, x.device)
 
+# %% ../nbs/05_data.ipynb #5dffe9c2
 def _bytes_collate(batch):
     "One flat uint8 tensor (a single shared-memory block from a worker), each file's length, the labels."
     return torch.cat([d for d, _ in batch]), [len(d) for d, _ in batch], torch.tensor([y for _, y in batch])

@@ -14,10 +14,10 @@ from .train import warmup_cosine
 __all__ = ['POOLS', 'pool_latent', 'extract_features', 'probe_head', 'linear_probe', 'knn_accuracy', 'knn_monitor']
 
 # %% ../nbs/08_evaluate.ipynb #5e3856fb
-POOLS = ('cls', 'mean')
+POOLS = ('mean', 'cls')   # global average of the patch tokens (the default), or the cls token
 
 def pool_latent(latent: torch.Tensor, # (B, 1+N, D) from `forward_encoder`, cls first
-                pool: str = 'cls', # 'cls': the cls token; 'mean': the average of the patch tokens
+                pool: str = 'mean', # 'mean': the average of the patch tokens; 'cls': the cls token
                ) -> torch.Tensor: # (B, D)
     "One feature vector per image from the encoder's tokens."
     if pool == 'cls': return latent[:, 0]
@@ -28,7 +28,7 @@ def pool_latent(latent: torch.Tensor, # (B, 1+N, D) from `forward_encoder`, cls 
 @torch.no_grad()
 def extract_features(model, # a `MaskedAutoencoder` (any module with `forward_encoder`)
                      batches, # iterable of (x (B, C, H, W) float, already normalised; y (B,))
-                     pool: str = 'cls', # 'cls' or 'mean', see `pool_latent`
+                     pool: str = 'mean', # 'mean' or 'cls', see `pool_latent`
                      device=None, # where to run the encoder; default: where the model's parameters are
                      amp: bool = False, # bf16 autocast (on CUDA only; ignored elsewhere)
                      progress: bool = False, # show a tqdm progress bar
@@ -90,6 +90,30 @@ def _accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct = sum(int((head(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
     return 100.0 * correct / len(y)
 
+# %% ../nbs/08_evaluate.ipynb #a3fdeada
+def _train_head(head: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
+                peak: float, # peak learning rate
+                generator: torch.Generator, progress: bool = False):
+    "Train `head` on (x, y) with `opt`: shuffled mini-batches, warm-up over 10 % of the steps, then cosine."
+    steps_per_epoch = len(x) // batch_size + (len(x) % batch_size > 1)
+    total = epochs * steps_per_epoch
+    warmup, step = max(1, round(0.1 * total)), 0
+    bar = range(epochs)
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(bar, desc='linear probe')
+    for _ in bar:
+        head.train()
+        for idx in torch.randperm(len(x), generator=generator).to(x.device).split(batch_size):
+            if len(idx) < 2: continue                                # BatchNorm needs two samples
+            for group in opt.param_groups: group['lr'] = peak * warmup_cosine(step, warmup, total)
+            loss = F.cross_entropy(head(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if progress: bar.set_postfix(loss=f'{loss.item():.3f}')
+
 # %% ../nbs/08_evaluate.ipynb #1e4f7657
 def linear_probe(train_x: torch.Tensor, # training features (N, D)
                  train_y: torch.Tensor, # training labels (N,)
@@ -115,25 +139,7 @@ def linear_probe(train_x: torch.Tensor, # training features (N, D)
     peak = lr * batch_size / 256
     opt = torch.optim.SGD([{'params': [head[1].weight], 'weight_decay': weight_decay},
                            {'params': [head[1].bias], 'weight_decay': 0.0}], lr=peak, momentum=0.9)
-    steps_per_epoch = len(train_x) // batch_size + (len(train_x) % batch_size > 1)
-    total = epochs * steps_per_epoch
-    warmup = max(1, round(0.1 * total))
-    bar = range(epochs)
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(bar, desc='linear probe')
-    step = 0
-    for _ in bar:
-        head.train()
-        for idx in torch.randperm(len(train_x), generator=g).to(device).split(batch_size):
-            if len(idx) < 2: continue                                # BatchNorm needs two samples
-            for group in opt.param_groups: group['lr'] = peak * warmup_cosine(step, warmup, total)
-            loss = F.cross_entropy(head(train_x[idx]), train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        if progress: bar.set_postfix(loss=f'{loss.item():.3f}')
+    _train_head(head, opt, train_x, train_y, epochs, batch_size, peak, g, progress)
     return dict(train_acc=_accuracy(head, train_x, train_y), test_acc=_accuracy(head, test_x, test_y),
                 epochs=epochs, lr=peak, batch_size=batch_size)
 
@@ -166,7 +172,7 @@ def knn_accuracy(train_x: torch.Tensor, # training features (N, D)
 def knn_monitor(train_batches, # re-iterable (x, y) batches, unaugmented: the kNN's memory, e.g. a `TensorLoader` with train=False
                 test_batches, # re-iterable (x, y) batches to classify
                 every: int = 1, # run every N epochs
-                pool: str = 'mean', # 'cls' or 'mean', see `pool_latent`
+                pool: str = 'mean', # 'mean' or 'cls', see `pool_latent`
                 k: int = 20, # neighbours
                ): # a function (model, epoch) -> {'knn': accuracy in percent} or None
     "A `fit` monitor: weighted-kNN accuracy of the encoder's features every `every` epochs."

@@ -11,18 +11,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .data import dataset_info, mix_seed
-from .model import MAEConfig, MaskedAutoencoder, PRESETS
-from .pos_embed import get_2d_sincos_pos_embed
+from .evaluate import POOLS
+from .model import MAEConfig, PRESETS, is_decoder_key
+from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .train import NO_DECAY_NAMES, TrainConfig, build_loader, dist_setup, fit, load_checkpoint, read_metrics
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
-__all__ = ['POOLS', 'ViTClassifier', 'resize_pos_embed', 'load_encoder', 'with_img_size', 'layer_id', 'layer_decay_groups',
-           'rand_augment', 'mix_targets', 'soft_cross_entropy', 'evaluate_classifier', 'FinetuneConfig', 'finetune']
+__all__ = ['ViTClassifier', 'load_encoder', 'layer_id', 'layer_decay_groups', 'rand_augment', 'mix_targets', 'soft_cross_entropy',
+           'evaluate_classifier', 'FinetuneConfig', 'finetune']
 
 # %% ../nbs/09_finetune.ipynb #716185b0
-POOLS = ('mean', 'cls')
-
 class ViTClassifier(nn.Module):
     "A ViT classifier with the MAE encoder's parameter names: average-pooled patch tokens + `fc_norm`, or the `cls` token after `norm`."
     def __init__(self, cfg: MAEConfig, # the encoder's architecture (decoder fields are ignored)
@@ -58,29 +57,14 @@ class ViTClassifier(nn.Module):
         x = self.forward_features(imgs)
         return self.head(self.fc_norm(x[:, 1:].mean(1)) if self.pool == 'mean' else x[:, 0])
 
-# %% ../nbs/09_finetune.ipynb #0b4ec998
-def resize_pos_embed(pos_embed: torch.Tensor, # (1, 1+g*g, D), cls slot first
-                     grid: int, # new side of the patch grid
-                    ) -> torch.Tensor: # (1, 1+grid*grid, D)
-    "Resize a positional embedding to another patch grid: the cls slot is kept, the grid part is interpolated bicubically."
-    cls, pe = pos_embed[:, :1], pos_embed[:, 1:]
-    g = round(pe.shape[1] ** 0.5)
-    if g * g != pe.shape[1]: raise ValueError(f"positional embedding with {pe.shape[1]} patch slots is not a square grid")
-    if g == grid: return pos_embed
-    pe = pe.reshape(1, g, g, -1).permute(0, 3, 1, 2).float()           # (1, D, g, g)
-    pe = F.interpolate(pe, size=(grid, grid), mode='bicubic', align_corners=False)
-    return torch.cat([cls, pe.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(cls.dtype)], dim=1)
-
 # %% ../nbs/09_finetune.ipynb #41178d7f
-def _is_encoder_key(k: str) -> bool: return not (k.startswith('decoder_') or k == 'mask_token')
-
 @torch.no_grad()
 def load_encoder(model: ViTClassifier,
                  state_dict: dict, # an MAE checkpoint's 'model' (or an encoder-only / timm ViT state dict)
                  source: str = 'checkpoint', # named in error messages
                 ) -> list[str]: # the classifier's tensors left at their initialisation (head, and fc_norm with mean pooling)
     "Copy a pretrained encoder into `model`, resizing the positional embedding to its grid; refuses anything that does not fit."
-    enc = {k: v for k, v in state_dict.items() if _is_encoder_key(k)}
+    enc = {k: v for k, v in state_dict.items() if not is_decoder_key(k)}
     if not any(k.startswith('blocks.') for k in enc) or 'patch_embed.proj.weight' not in enc:
         raise ValueError(f"{source} holds no encoder weights (no patch_embed.proj / blocks.* tensors): pass a checkpoint written by "
                          "mae_nb pretrain, a released MAE checkpoint, or start from scratch without a checkpoint")
@@ -100,19 +84,6 @@ def load_encoder(model: ViTClassifier,
     if set(missing) - set(fresh): raise ValueError(f"{source} lacks encoder tensors {sorted(set(missing) - set(fresh))[:4]}: it is not a complete encoder")
     model.load_state_dict(enc, strict=False)
     return missing
-
-# %% ../nbs/09_finetune.ipynb #5e324636
-def with_img_size(model: MaskedAutoencoder, # a pretrained autoencoder
-                  img_size: int, # the new image side (a multiple of the patch size)
-                 ) -> MaskedAutoencoder: # a new model; `model` is unchanged
-    "The same autoencoder for images of another size: encoder and decoder positional embeddings resized to the new patch grid."
-    if img_size == model.cfg.img_size: return model
-    cfg = MAEConfig(**{**asdict(model.cfg), 'img_size': img_size})
-    sd = dict(model.state_dict())
-    for k in ('pos_embed', 'decoder_pos_embed'): sd[k] = resize_pos_embed(sd[k], cfg.grid_size)
-    new = MaskedAutoencoder(cfg).to(next(model.parameters()).device)
-    new.load_state_dict(sd)
-    return new
 
 # %% ../nbs/09_finetune.ipynb #0a15541f
 def layer_id(name: str, depth: int) -> int:
@@ -218,6 +189,14 @@ class FinetuneConfig(TrainConfig):
         if self.checkpoint is None and self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
 
 # %% ../nbs/09_finetune.ipynb #9addc6f8
+def _dataset_classes(fc: FinetuneConfig) -> int | None:
+    "The dataset's class count: from its description, or for an image folder the number of class folders under train/."
+    known = dataset_info(fc.dataset)['num_classes']
+    if known is None and fc.dataset == 'imagefolder' and fc.data_root:
+        split = Path(fc.data_root)/'train'
+        known = len([d for d in split.iterdir() if d.is_dir()]) if split.is_dir() else None
+    return known
+
 def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     "The classifier of a run and, when there is one, the pretrained checkpoint it starts from."
     ck = None
@@ -233,10 +212,7 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     if info['in_chans'] != cfg.in_chans:
         raise ValueError(f"dataset {fc.dataset} has {info['in_chans']}-channel images but the {'checkpoint' if ck else 'preset'} expects "
                          f"{cfg.in_chans}: pretrain on this dataset, or choose a matching preset")
-    known = info['num_classes']
-    if known is None and fc.dataset == 'imagefolder' and fc.data_root:          # one folder per class
-        split = Path(fc.data_root)/'train'
-        known = len([d for d in split.iterdir() if d.is_dir()]) if split.is_dir() else None
+    known = _dataset_classes(fc)
     num_classes = fc.num_classes or known
     if num_classes is None: raise ValueError(f"the number of classes of {fc.dataset} is unknown: pass num_classes")
     if known and num_classes < known:
@@ -245,6 +221,7 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     if ck is not None: load_encoder(model, ck['model'], str(fc.checkpoint))
     return model, ck
 
+# %% ../nbs/09_finetune.ipynb #b70b210e
 def finetune(fc: FinetuneConfig) -> dict:
     "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
     rank, world, device = dist_setup(fc.device)

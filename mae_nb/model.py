@@ -10,21 +10,12 @@ import torch
 import torch.nn as nn
 from .patches import patchify, unpatchify
 from .masking import MASKINGS, check_mask_ratio, mask_noise, random_masking
-from .pos_embed import get_2d_sincos_pos_embed
+from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .vit import Block, PatchEmbed, init_weights
 
-def patch_to(cls: type, # the class that gets the method
-            ):
-    "Decorator adding a function to `cls` as a method, so that a notebook can explain a class one method at a time."
-    def add(f):
-        f.__qualname__ = f'{cls.__name__}.{f.__name__}'            # as if defined in the class (docs show `MaskedAutoencoder.forward`)
-        setattr(cls, f.__name__, f)
-        return f
-    return add
-
 # %% auto #0
-__all__ = ['PRESETS', 'patch_to', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_norm', 'encoder_state_dict', 'overfit',
-           'count_flops', 'flops_table']
+__all__ = ['PRESETS', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
+           'encoder_state_dict', 'with_img_size', 'count_flops', 'flops_table']
 
 # %% ../nbs/04_mae.ipynb #5b848f2d
 @dataclass
@@ -125,6 +116,16 @@ class MaskedAutoencoder(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(init_weights)
 
+# %% ../nbs/04_mae.ipynb #2cc6962d
+def patch_to(cls: type, # the class that gets the method
+            ):
+    "Decorator adding a function to `cls` as a method, so that a notebook can explain a class one method at a time."
+    def add(f):
+        f.__qualname__ = f'{cls.__name__}.{f.__name__}'            # as if defined in the class (docs show `MaskedAutoencoder.forward`)
+        setattr(cls, f.__name__, f)
+        return f
+    return add
+
 # %% ../nbs/04_mae.ipynb #85cb5465
 @patch_to(MaskedAutoencoder)
 def forward_encoder(self: MaskedAutoencoder,
@@ -215,30 +216,27 @@ def reconstruct(self: MaskedAutoencoder,
     return unpatchify(target * (1 - m) + fill * m, p), unpatchify(pred, p), unpatchify(target * (1 - m) + pred * m, p)
 
 # %% ../nbs/04_mae.ipynb #a6b28896
+def is_decoder_key(name: str) -> bool:
+    "Whether a state-dict (or parameter) name belongs to the decoder side: `decoder_*` and the `mask_token`."
+    return name.startswith('decoder_') or name == 'mask_token'
+
 def encoder_state_dict(model: MaskedAutoencoder, # a (pretrained) masked autoencoder
                       ) -> dict[str, torch.Tensor]: # official names, encoder weights only
     "The encoder's weights only (no `decoder_*`, no `mask_token`): what a ViT classifier loads."
-    return {k: v for k, v in model.state_dict().items() if not (k.startswith('decoder_') or k == 'mask_token')}
+    return {k: v for k, v in model.state_dict().items() if not is_decoder_key(k)}
 
-# %% ../nbs/04_mae.ipynb #e50a719a
-def overfit(model: MaskedAutoencoder, # trained in place
-            imgs: torch.Tensor, # one batch (B, C, H, W)
-            steps: int = 300, # optimisation steps
-            lr: float = 1e-3, # AdamW learning rate
-            noise: torch.Tensor | None = None, # (B, N) fixed masking; default: one random draw, kept for all steps
-           ) -> list[float]: # the loss at every step
-    "Fit one batch with fixed masking: a sanity check that the model and its loss can learn."
-    noise = torch.rand(imgs.shape[0], model.patch_embed.num_patches, device=imgs.device) if noise is None else noise
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95), weight_decay=0)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        loss = model(imgs, noise=noise).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+# %% ../nbs/04_mae.ipynb #6e69ac43
+def with_img_size(model: MaskedAutoencoder, # a (pretrained) autoencoder
+                  img_size: int, # the new image side (a multiple of the patch size)
+                 ) -> MaskedAutoencoder: # a new model; `model` is unchanged
+    "The same autoencoder for images of another size: encoder and decoder positional embeddings resized to the new patch grid."
+    if img_size == model.cfg.img_size: return model
+    cfg = replace(model.cfg, img_size=img_size)
+    sd = dict(model.state_dict())
+    for k in ('pos_embed', 'decoder_pos_embed'): sd[k] = resize_pos_embed(sd[k], cfg.grid_size)
+    new = MaskedAutoencoder(cfg).to(next(model.parameters()).device)
+    new.load_state_dict(sd)
+    return new
 
 # %% ../nbs/04_mae.ipynb #f2897ba3
 def count_flops(cfg: MAEConfig, # the architecture to count
@@ -255,7 +253,7 @@ def count_flops(cfg: MAEConfig, # the architecture to count
         with FlopCounterMode(display=False) as dec: model.forward_decoder(latent, ids_restore)
         with FlopCounterMode(display=False) as full: model.forward_encoder(imgs, 0)
     n_trainable = lambda ps: sum(p.numel() for p in ps if p.requires_grad)
-    dec_params = [p for n, p in model.named_parameters() if n.startswith('decoder_') or n == 'mask_token']
+    dec_params = [p for n, p in model.named_parameters() if is_decoder_key(n)]
     return dict(encoder_params=n_trainable(model.parameters()) - n_trainable(dec_params), decoder_params=n_trainable(dec_params),
                 encoder_tokens=latent.shape[1], decoder_tokens=ids_restore.shape[1] + 1,
                 encoder_flops=enc.get_total_flops() / batch_size, decoder_flops=dec.get_total_flops() / batch_size,

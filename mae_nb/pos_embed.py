@@ -5,9 +5,10 @@
 # %% ../nbs/02_pos_embed.ipynb #bd7b6f8d
 from __future__ import annotations
 import torch
+import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['get_1d_sincos_pos_embed', 'get_2d_sincos_pos_embed']
+__all__ = ['get_1d_sincos_pos_embed', 'get_2d_sincos_pos_embed', 'resize_pos_embed']
 
 # %% ../nbs/02_pos_embed.ipynb #823e2bf5
 def get_1d_sincos_pos_embed(embed_dim: int, # D, even
@@ -31,3 +32,16 @@ def get_2d_sincos_pos_embed(embed_dim: int, # D, divisible by 4
                      get_1d_sincos_pos_embed(embed_dim // 2, rows.flatten())], dim=1)  # (h*w, D)
     if cls_token: emb = torch.cat([torch.zeros(1, embed_dim, dtype=emb.dtype), emb])
     return emb.float()
+
+# %% ../nbs/02_pos_embed.ipynb #dc54a887
+def resize_pos_embed(pos_embed: torch.Tensor, # (1, 1+g*g, D), cls slot first
+                     grid: int, # new side of the patch grid
+                    ) -> torch.Tensor: # (1, 1+grid*grid, D)
+    "Resize a positional embedding to another patch grid: the cls slot is kept, the grid part is interpolated bicubically."
+    cls, pe = pos_embed[:, :1], pos_embed[:, 1:]
+    g = round(pe.shape[1] ** 0.5)
+    if g * g != pe.shape[1]: raise ValueError(f"positional embedding with {pe.shape[1]} patch slots is not a square grid")
+    if g == grid: return pos_embed
+    pe = pe.reshape(1, g, g, -1).permute(0, 3, 1, 2).float()           # (1, D, g, g)
+    pe = F.interpolate(pe, size=(grid, grid), mode='bicubic', align_corners=False)
+    return torch.cat([cls, pe.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(cls.dtype)], dim=1)

@@ -15,15 +15,21 @@ from .masking import mask_noise
 from .model import MAEConfig, MaskedAutoencoder
 
 # %% auto #0
-__all__ = ['NO_DECAY_NAMES', 'TrainConfig', 'param_groups', 'warmup_cosine', 'save_checkpoint', 'check_fits', 'load_checkpoint',
-           'load_model', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'fit', 'pretrain']
+__all__ = ['AMP_MODES', 'NO_DECAY_NAMES', 'START', 'TrainConfig', 'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype',
+           'TrainStep', 'overfit', 'save_checkpoint', 'check_fits', 'load_checkpoint', 'load_model', 'batch_noise',
+           'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'RunPlan', 'plan_run', 'make_optimizer',
+           'make_train_step', 'LossMeter', 'Clock', 'log_record', 'restore', 'checkpoint_state', 'run_monitor',
+           'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
+AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
+
 @dataclass
 class TrainConfig:
     "Everything that defines a pretraining run besides the model."
     dataset: str = 'fmnist'         # one of `mae_nb.data.DATASETS`
     data_root: str | None = None    # dataset folder (required for imagefolder; default data_dir() otherwise)
+    download: bool = False          # download CIFAR-10 into data_root first (needs internet)
     limit: int | None = None        # use only the first `limit` training images (quick runs, tests)
     epochs: int = 10                # passes over the training images
     batch_size: int = 256           # images per device per micro-step
@@ -50,7 +56,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-        if self.amp not in ('auto', 'bf16', 'fp16', 'off'): raise ValueError(f"amp must be one of auto, bf16, fp16, off; got {self.amp!r}")
+        if self.amp not in AMP_MODES: raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}")
         for k in ('epochs', 'batch_size', 'accum_iter', 'log_every'):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
         self.betas = tuple(self.betas)
@@ -78,6 +84,84 @@ def warmup_cosine(step: int, # optimizer step, from 0
     if step < warmup: return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+# %% ../nbs/06_train.ipynb #06cb5105
+def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
+                   local_rank: int | None = None, # the process's GPU for 'auto' and 'cuda'; default $LOCAL_RANK or 0
+                  ) -> torch.device: # always with an index on CUDA
+    "The one device rule of the package: 'auto' → this process's GPU if CUDA is available, else the CPU; unknown or absent devices are refused."
+    local = int(os.environ.get('LOCAL_RANK', '0')) if local_rank is None else local_rank
+    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try: dev = torch.device(name)
+    except (RuntimeError, TypeError): dev = None
+    if dev is None or dev.type not in ('cpu', 'cuda'):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N (N = 0, 1, ...)")
+    if dev.type == 'cpu': return torch.device('cpu')
+    if not torch.cuda.is_available():
+        why = 'no GPU is visible' if torch.version.cuda else f'this torch {torch.__version__} is built without CUDA'
+        raise ValueError(f"device {name!r}: CUDA is not available here ({why}): use --device cpu, or auto")
+    dev = torch.device('cuda', local if dev.index is None else dev.index)
+    n = torch.cuda.device_count()
+    if dev.index >= n: raise ValueError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+    return dev
+
+# %% ../nbs/06_train.ipynb #4f71de7a
+def amp_dtype(amp: str, # one of AMP_MODES
+              device: torch.device,
+             ) -> torch.dtype | None: # the autocast dtype, None for full precision
+    "The autocast dtype of `amp` on `device`."
+    if amp not in AMP_MODES: raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {amp!r}")
+    if amp == 'auto': return torch.bfloat16 if device.type == 'cuda' else None
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
+
+# %% ../nbs/06_train.ipynb #627f7131
+class TrainStep:
+    "One micro-step: `loss_fn(model, *args)` under autocast, scaled backward; every `accum_iter`-th also the optimizer update."
+    def __init__(self, model, # what `loss_fn` gets: the model, or its DDP / compiled wrapper
+                 opt: torch.optim.Optimizer,
+                 device: torch.device,
+                 amp: torch.dtype | None = None, # autocast dtype (`amp_dtype`); float16 also turns on the gradient scaler
+                 sched=None, # learning-rate scheduler, stepped after each update
+                 accum_iter: int = 1, # micro-steps per update
+                 no_sync=None, # DDP's `no_sync`: skip the gradient all-reduce on micro-steps without an update
+                ):
+        self.model, self.opt, self.device, self.amp, self.sched, self.accum_iter, self.no_sync = model, opt, device, amp, sched, accum_iter, no_sync
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+        self.micro = 0
+
+    def __call__(self, loss_fn, *args, update: bool | None = None) -> torch.Tensor:
+        "Run one micro-step and return its loss, detached; `update` defaults to every `accum_iter`-th call."
+        from torch.profiler import record_function
+        self.micro += 1
+        update = self.micro % self.accum_iter == 0 if update is None else update
+        with nullcontext() if update or self.no_sync is None else self.no_sync():
+            with record_function('forward'), torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                loss = loss_fn(self.model, *args)
+            with record_function('backward'): self.scaler.scale(loss / self.accum_iter).backward()
+        if update:
+            with record_function('optimizer'): self.update()
+        return loss.detach()
+
+    def update(self):
+        "Apply the accumulated gradients: optimizer step (skipped by the scaler on inf/NaN gradients), scaler update, zero grads, schedule."
+        self.scaler.step(self.opt); self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        if self.sched is not None: self.sched.step()
+
+# %% ../nbs/06_train.ipynb #b5e841fb
+def overfit(model: MaskedAutoencoder, # trained in place
+            imgs: torch.Tensor, # one batch (B, C, H, W)
+            steps: int = 300, # optimisation steps
+            lr: float = 1e-3, # AdamW learning rate
+            noise: torch.Tensor | None = None, # (B, N) fixed masking; default: one random draw, kept for all steps
+           ) -> list[float]: # the loss at every step
+    "Fit one batch with fixed masking through `TrainStep`: a sanity check that the model and its loss can learn."
+    noise = torch.rand(imgs.shape[0], model.patch_embed.num_patches, device=imgs.device) if noise is None else noise
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95), weight_decay=0)
+    step = TrainStep(model, opt, imgs.device)
+    model.train()
+    losses = torch.stack([step(lambda m: m(imgs, noise=noise).loss) for _ in range(steps)])
+    return losses.tolist()                                          # read back once, at the end
 
 # %% ../nbs/06_train.ipynb #29e834ce
 def save_checkpoint(path: str | Path, # where the checkpoint goes
@@ -155,15 +239,11 @@ def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio
     return noise[rank::world]                                        # (batch_size, N)
 
 # %% ../nbs/06_train.ipynb #a2825886
-def dist_setup(device: str = 'auto', # 'auto' (this rank's GPU, else the CPU), 'cpu', 'cuda', 'cuda:1', ...
+def dist_setup(device: str = 'auto', # as `resolve_device`: 'auto', 'cpu', 'cuda' (this rank's GPU), 'cuda:1'
               ) -> tuple[int, int, torch.device]:
     "Join the process group when launched by torchrun; returns (rank, world size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
-    local = int(os.environ.get('LOCAL_RANK', '0'))
-    cuda = torch.cuda.is_available() and not device.startswith('cpu')
-    if device == 'auto': dev = torch.device(f'cuda:{local}' if cuda else 'cpu')
-    elif device == 'cuda' and world > 1: dev = torch.device(f'cuda:{local}')
-    else: dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == 'cuda': torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
@@ -188,18 +268,22 @@ def build_loader(tc: TrainConfig, # dataset, batch size, augmentation, seed
 
 # %% ../nbs/06_train.ipynb #d9d18b88
 class MetricsLog:
-    "Append-only JSONL log of training records; `keep_until` drops records past a resumed step."
+    "Append-only JSONL log of training records; `keep_until` first drops the records past a resumed step."
     def __init__(self, path: str | Path, # the .jsonl file, created or appended to
-                 keep_until: int | None = None, # on resume: drop the records of steps after this one
+                 keep_until: int | None = None, # on resume: drop the records of steps after this one (0: start afresh)
                 ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists(): return
+        if keep_until is None:                                       # appending: first cut a line torn by a kill
+            data = self.path.read_bytes()
+            if data and not data.endswith(b'\n'): self.path.write_bytes(data[:data.rfind(b'\n') + 1])
+            return
         kept = []
-        if keep_until is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try: rec = json.loads(line)
-                except json.JSONDecodeError: continue                    # a line torn by a kill
-                if rec.get('step', 0) <= keep_until: kept.append(line)
+        for line in self.path.read_text().splitlines():
+            try: rec = json.loads(line)
+            except json.JSONDecodeError: continue                    # a line torn by a kill
+            if rec.get('step', 0) <= keep_until: kept.append(line)
         self.path.write_text(''.join(l + '\n' for l in kept))
 
     def write(self, **rec):
@@ -208,15 +292,90 @@ class MetricsLog:
 def read_metrics(path: str | Path, # a `metrics.jsonl` file
                  has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)
                 ) -> list[dict]:
-    "The records of a `metrics.jsonl` file."
-    recs = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    "The records of a `metrics.jsonl` file; a torn last line (a run killed mid-write) is skipped."
+    lines = [l for l in Path(path).read_text().splitlines() if l.strip()]
+    recs = []
+    for i, line in enumerate(lines):
+        try: recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1: break                            # torn by a kill
+            raise ValueError(f"{path}, line {i + 1}, is not JSON: the log was edited or damaged") from None
     return [r for r in recs if has is None or has in r]
 
-# %% ../nbs/06_train.ipynb #7dfb66e9
-def _amp_dtype(amp: str, device: torch.device):
-    if amp == 'auto': return torch.bfloat16 if device.type == 'cuda' else None
-    return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
+# %% ../nbs/06_train.ipynb #90b24f53
+@dataclass
+class RunPlan:
+    "The numbers a run's schedule is made of."
+    steps_per_epoch: int  # optimizer steps per epoch
+    total: int            # optimizer steps of the whole run
+    warmup: int           # warm-up steps
+    eff_batch: int        # images per optimizer step, all processes together
+    lr: float             # peak learning rate
 
+def plan_run(tc: TrainConfig, n_batches: int, # micro-batches per epoch on this rank
+             world: int = 1) -> RunPlan:
+    "Steps, effective batch and peak learning rate (`blr × eff_batch / 256` unless `lr` is given) of a run."
+    spe = n_batches // tc.accum_iter
+    if spe < 1:
+        raise ValueError(f"{n_batches} batch(es) of {tc.batch_size} per epoch cannot make one step of accum_iter={tc.accum_iter}: "
+                         "use fewer or smaller batches")
+    eff = tc.batch_size * tc.accum_iter * world
+    return RunPlan(spe, tc.epochs * spe, round(tc.warmup_epochs * spe), eff, tc.lr if tc.lr is not None else tc.blr * eff / 256)
+
+def make_optimizer(groups: list[dict], # parameter groups; an optional 'lr_scale' key scales a group's learning rate
+                   plan: RunPlan, tc: TrainConfig, device: torch.device):
+    "AdamW (fused on CUDA unless `tc.fused` says otherwise) and its warm-up + cosine schedule, stepped per optimizer step."
+    fused = device.type == 'cuda' if tc.fused is None else tc.fused
+    opt = torch.optim.AdamW([{**g, 'lr': plan.lr * g.get('lr_scale', 1.0)} for g in groups], lr=plan.lr, betas=tc.betas, fused=fused)
+    min_ratio = tc.min_lr / plan.lr
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, plan.warmup, plan.total, min_ratio))
+
+# %% ../nbs/06_train.ipynb #628cfbb6
+def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, tc: TrainConfig, device: torch.device,
+                    world: int = 1, # processes: DDP wraps the model when there are several
+                   ) -> TrainStep:
+    "The `TrainStep` of a run: AdamW + schedule, autocast as `tc.amp`, `tc.accum_iter`, DDP (several processes), `torch.compile` (`tc.compile`)."
+    opt, sched = make_optimizer(groups, plan, tc, device)
+    ddp = model
+    if world > 1: ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    return TrainStep(torch.compile(ddp) if tc.compile else ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter,
+                     ddp.no_sync if world > 1 else None)
+
+# %% ../nbs/06_train.ipynb #b5233fda
+class LossMeter:
+    "Sum of losses kept on the device (no host sync per step); `read` averages them over steps and processes, NaN if any was not finite."
+    def __init__(self, device): self.sum, self.bad, self.n = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    def add(self, loss: torch.Tensor):
+        self.sum += loss.float(); self.bad += (~torch.isfinite(loss)).float(); self.n += 1
+    def read(self, world: int = 1) -> float:
+        stats = torch.stack([self.sum / max(self.n, 1), self.bad])
+        if world > 1: dist.all_reduce(stats); stats[0] /= world
+        loss, bad = stats.tolist()                                       # the host sync
+        self.sum.zero_(); self.bad.zero_(); self.n = 0
+        return float('nan') if bad else loss
+
+class Clock:
+    "Training seconds summed over resumes, and images per second between readings."
+    def __init__(self, before: float = 0.0): # seconds of earlier sessions of the run
+        self.before, self.t0, self.images = before, time.perf_counter(), 0
+        self.t_read = self.t0
+    def elapsed(self) -> float: return round(self.before + time.perf_counter() - self.t0, 1)
+    def speed(self) -> float:
+        now = time.perf_counter(); ips = self.images / max(now - self.t_read, 1e-9)
+        self.t_read, self.images = now, 0
+        return round(ips, 1)
+    def skip(self): self.t_read = time.perf_counter()                  # e.g. evaluation time is not training speed
+
+def log_record(log: MetricsLog | None, # None on ranks other than 0
+               bar, # the tqdm progress bar
+               rec: dict): # a training step's record (with 'loss') or a monitor's (with 'epoch' and its results)
+    "Append `rec` to the log, and show it: a step's numbers beside the progress bar, a monitor's on a line of its own."
+    if log is not None: log.write(**rec)
+    if 'loss' in rec: bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}", img_s=f"{rec['img_per_s']:.0f}")
+    else: bar.write(f"epoch {rec['epoch']}: " + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+                                                          for k, v in rec.items() if k not in ('step', 'epoch')))
+
+# %% ../nbs/06_train.ipynb #b4f0871e
 def _rng_state(device) -> dict:
     s = dict(torch=torch.get_rng_state(), python=random.getstate())
     if device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
@@ -226,9 +385,47 @@ def _set_rng_state(s: dict, device):
     torch.set_rng_state(s['torch']); random.setstate(s['python'])
     if device.type == 'cuda' and 'cuda' in s: torch.cuda.set_rng_state(s['cuda'], device)
 
+START = dict(epoch=0, batch=0, step=0, loss=float('nan'), elapsed_s=0.0, monitor=None)   # where a fresh run begins
+
+def restore(path: Path, model: torch.nn.Module, step: TrainStep, tc: TrainConfig, device, rank: int = 0) -> dict:
+    "Load model, optimizer, schedule, scaler and RNG states from `path` (with `tc.resume`); returns the position to continue from."
+    if not path.exists():
+        if tc.resume and rank == 0: print(f'--resume: no checkpoint in {path.parent}, starting from scratch')
+        return dict(START)
+    if not tc.resume: raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
+    ck = load_checkpoint(path, model)
+    model.load_state_dict(ck['model']); step.opt.load_state_dict(ck['optimizer'])
+    step.sched.load_state_dict(ck['scheduler']); step.scaler.load_state_dict(ck['scaler'])
+    _set_rng_state(ck['rng'], device)
+    return {k: ck.get(k, v) for k, v in START.items()}
+
+def checkpoint_state(model: torch.nn.Module, step: TrainStep, tc: TrainConfig, pos: dict, # the position to continue from
+                     device, meta: dict | None = None) -> dict:
+    "Everything `restore` needs, as a plain dict for `save_checkpoint`."
+    return dict(model=model.state_dict(), **(meta or {}), train_config=asdict(tc), optimizer=step.opt.state_dict(),
+                scheduler=step.sched.state_dict(), scaler=step.scaler.state_dict(), **pos, rng=_rng_state(device), version=1)
+
+# %% ../nbs/06_train.ipynb #91466326
+def run_monitor(monitor, # (model, epoch) -> dict or None
+                model: torch.nn.Module, epoch: int) -> dict | None:
+    "Call `monitor(model, epoch)` in eval mode without gradients; the model's mode is restored afterwards."
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(): return monitor(model, epoch)
+    finally: model.train(was)
+
+# %% ../nbs/06_train.ipynb #ac7c5d84
 def _param_fingerprint(model) -> torch.Tensor:
     "Per-parameter (sum, sum of squares): equal on all ranks when they hold the same weights."
     return torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in model.parameters()])
+
+def ranks_in_sync(model, world: int, device) -> bool:
+    "Whether every process holds the same weights (a check at the end of a DDP run)."
+    fp = _param_fingerprint(model).to(device)
+    allfp = [torch.zeros_like(fp) for _ in range(world)]
+    dist.all_gather(allfp, fp)
+    return all(torch.equal(allfp[0], f) for f in allfp[1:])
 
 # %% ../nbs/06_train.ipynb #807795ae
 def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
@@ -236,109 +433,50 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
         loader, # this rank's batches: a `TensorLoader` or `FolderLoader` (set_epoch, iter_from, len)
         loss_fn, # (model, x, y, epoch, batch) -> scalar loss; `model` is the DDP-wrapped / compiled one
         tc: TrainConfig, # the run: schedule, precision, accumulation, checkpoints, logging
-        rank: int = 0, # this process's rank, from `dist_setup`
-        world: int = 1, # number of processes, from `dist_setup`
-        device=torch.device('cpu'), # from `dist_setup`
+        rank: int = 0, world: int = 1, device=torch.device('cpu'), # from `dist_setup`
         meta: dict | None = None, # stored in every checkpoint, e.g. dict(config=asdict(mc))
         monitor=None, # (model, epoch) -> dict or None, after each epoch on rank 0: logged (e.g. kNN or test accuracy)
         desc: str = 'training', # progress-bar label
        ) -> dict: # summary: steps, final loss, times, lr, effective batch, last monitor record
-    "The training loop shared by pretraining and fine-tuning: AdamW, warm-up + cosine, AMP, accumulation, DDP, logs, atomic checkpoints, exact resume."
-    out = Path(tc.out_dir); ckpt_path = out/'checkpoint.pt'
-    steps_per_epoch = len(loader) // tc.accum_iter
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(loader)} batch(es) of {tc.batch_size} per epoch cannot make one step of accum_iter={tc.accum_iter}: use fewer or smaller batches")
-    total = tc.epochs * steps_per_epoch
-    eff_batch = tc.batch_size * tc.accum_iter * world
-    lr = tc.lr if tc.lr is not None else tc.blr * eff_batch / 256
-    fused = device.type == 'cuda' if tc.fused is None else tc.fused
-    groups = [{**g, 'lr': lr * g.get('lr_scale', 1.0)} for g in groups]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=tc.betas, fused=fused)
-    warmup, min_ratio = round(tc.warmup_epochs * steps_per_epoch), tc.min_lr / lr
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, min_ratio))
-    amp = _amp_dtype(tc.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-
-    epoch = batch = step = 0
-    resumed_loss, resumed_s, last_monitor = float('nan'), 0.0, None
-    if ckpt_path.exists():
-        if not tc.resume: raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-        ck = load_checkpoint(ckpt_path, model)
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
-        sched.load_state_dict(ck['scheduler']); scaler.load_state_dict(ck['scaler'])
-        epoch, batch, step, resumed_loss, resumed_s = ck['epoch'], ck['batch'], ck['step'], ck.get('loss', float('nan')), ck.get('elapsed_s', 0.0)
-        last_monitor = ck.get('monitor')
-        _set_rng_state(ck['rng'], device)
-    elif tc.resume and rank == 0: print(f'--resume: no checkpoint in {out}, starting from scratch')
-
-    def elapsed() -> float:                                          # training seconds, summed over every resume
-        return round(resumed_s + time.perf_counter() - t_start, 1)
-
-    def checkpoint(epoch, batch):
-        if rank == 0:
-            save_checkpoint(ckpt_path, dict(model=model.state_dict(), **(meta or {}), train_config=asdict(tc),
-                                            optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                                            epoch=epoch, batch=batch, step=step, loss=last_loss, elapsed_s=elapsed(), rng=_rng_state(device),
-                                            monitor=last_monitor, version=1))
-
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if world > 1 else model
-    fwd = torch.compile(ddp) if tc.compile else ddp
-    log = MetricsLog(out/'metrics.jsonl', keep_until=step) if rank == 0 else None
+    "The training loop shared by pretraining and fine-tuning: plan, restore, step, log, monitor, checkpoint."
     from tqdm import tqdm
-    bar = tqdm(total=total, initial=step, desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
-    loss_sum, nonfinite, n_loss = torch.zeros((), device=device), torch.zeros((), dtype=torch.bool, device=device), 0
-    t_log, img_log, t_start, last_loss = time.perf_counter(), 0, time.perf_counter(), resumed_loss
+    ckpt = Path(tc.out_dir)/'checkpoint.pt'
+    plan = plan_run(tc, len(loader), world)
+    step = make_train_step(model, groups, plan, tc, device, world)
+    pos = restore(ckpt, model, step, tc, device, rank)
+    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step']) if rank == 0 else None
+    bar = tqdm(total=plan.total, initial=pos['step'], desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
+    meter, clock, n_micro = LossMeter(device), Clock(pos['elapsed_s']), plan.steps_per_epoch * tc.accum_iter
     model.train()
-    while epoch < tc.epochs:
+    while pos['epoch'] < tc.epochs:
+        epoch = pos['epoch']
         loader.set_epoch(epoch)
-        n_micro = steps_per_epoch * tc.accum_iter                       # trailing micro-batches that make no full step are skipped
-        for i, (x, y) in zip(range(batch, n_micro), loader.iter_from(batch)):
-            last_micro = (i + 1) % tc.accum_iter == 0
-            sync = nullcontext() if last_micro or world == 1 else ddp.no_sync()
-            with sync:
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    loss = loss_fn(fwd, x, y, epoch, i)
-                scaler.scale(loss / tc.accum_iter).backward()
-            loss_sum += loss.detach().float(); nonfinite |= ~torch.isfinite(loss.detach()); n_loss += 1
-            if not last_micro: continue
-            scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step()
-            step += 1; img_log += eff_batch
-            end_of_epoch = i + 1 == n_micro
-            save = end_of_epoch or (tc.ckpt_every and step % tc.ckpt_every == 0)
-            if save or step % tc.log_every == 0:
-                stats = torch.stack([loss_sum / n_loss, nonfinite.float()])
-                if world > 1: dist.all_reduce(stats); stats /= world
-                last_loss, bad = stats.tolist()                          # the one host sync
-                if bad or not math.isfinite(last_loss):
-                    raise FloatingPointError(f"loss became non-finite by step {step} (epoch {epoch}): stopped; the last good checkpoint "
-                                             f"{ckpt_path} is kept. Resume it with a lower --blr, or --amp bf16 instead of fp16")
-                now = time.perf_counter()
-                rec = dict(step=step, epoch=round(epoch + (i + 1) / n_micro, 4), lr=opt.param_groups[0]['lr'], loss=last_loss,
-                           img_per_s=round(img_log / (now - t_log), 1), elapsed_s=elapsed())
-                if log: log.write(**rec)
-                bar.set_postfix(loss=f'{last_loss:.4f}', lr=f"{rec['lr']:.2e}", img_s=f"{rec['img_per_s']:.0f}")
-                loss_sum.zero_(); nonfinite.zero_(); n_loss = 0; t_log, img_log = now, 0
-                if end_of_epoch and monitor is not None and rank == 0:   # before the checkpoint: a resume never skips it
-                    model.eval()
-                    with torch.no_grad(): res = monitor(model, epoch + 1)
-                    model.train()
-                    if res is not None:
-                        last_monitor = dict(step=step, epoch=epoch + 1, **res)
-                        log.write(**last_monitor)
-                        bar.write(f"epoch {epoch + 1}: " + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in res.items()))
-                    t_log = time.perf_counter()                          # evaluation time is not training speed
-                if save: checkpoint(epoch + 1, 0) if end_of_epoch else checkpoint(epoch, i + 1)
-            bar.update(1)
-        epoch, batch = epoch + 1, 0
+        for i, (x, y) in zip(range(pos['batch'], n_micro), loader.iter_from(pos['batch'])):
+            update = (i + 1) % tc.accum_iter == 0
+            meter.add(step(loss_fn, x, y, epoch, i, update=update))
+            if not update: continue
+            pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
+            end = i + 1 == n_micro
+            save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
+            if not (save or pos['step'] % tc.log_every == 0): continue
+            pos['loss'] = meter.read(world)
+            if not math.isfinite(pos['loss']):
+                raise FloatingPointError(f"loss became non-finite by step {pos['step']} (epoch {epoch}): stopped; the last good checkpoint "
+                                         f"{ckpt} is kept. Resume it with a lower --blr, or --amp bf16 instead of fp16")
+            log_record(log, bar, dict(step=pos['step'], epoch=round(epoch + (i + 1) / n_micro, 4), lr=step.opt.param_groups[0]['lr'],
+                                      loss=pos['loss'], img_per_s=clock.speed(), elapsed_s=clock.elapsed()))
+            if end and monitor is not None and rank == 0 and (res := run_monitor(monitor, model, epoch + 1)) is not None:
+                pos['monitor'] = dict(step=pos['step'], epoch=epoch + 1, **res)
+                log_record(log, bar, pos['monitor']); clock.skip()
+            if save and rank == 0:
+                at = dict(epoch=epoch + 1, batch=0) if end else dict(epoch=epoch, batch=i + 1)
+                save_checkpoint(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
+        pos.update(epoch=epoch + 1, batch=0)
     bar.close()
-    summary = dict(step=step, epochs=tc.epochs, final_loss=last_loss, wall_s=round(time.perf_counter() - t_start, 1), train_s=elapsed(),
-                   lr=lr, effective_batch=eff_batch, world_size=world, checkpoint=str(ckpt_path))
-    if last_monitor is not None: summary['monitor'] = last_monitor
-    if world > 1:
-        fp = _param_fingerprint(model).to(device)
-        allfp = [torch.zeros_like(fp) for _ in range(world)]
-        dist.all_gather(allfp, fp)
-        summary['ranks_in_sync'] = all(torch.equal(allfp[0], f) for f in allfp[1:])
+    summary = dict(step=pos['step'], epochs=tc.epochs, final_loss=pos['loss'], wall_s=round(time.perf_counter() - clock.t0, 1),
+                   train_s=clock.elapsed(), lr=plan.lr, effective_batch=plan.eff_batch, world_size=world, checkpoint=str(ckpt))
+    if pos['monitor'] is not None: summary['monitor'] = pos['monitor']
+    if world > 1: summary['ranks_in_sync'] = ranks_in_sync(model, world, device)
     return summary
 
 # %% ../nbs/06_train.ipynb #f018d7d8

@@ -12,12 +12,16 @@ from .patches import unpatchify
 # %% auto #0
 __all__ = ['reconstruction_panels', 'show_reconstructions', 'plot_metrics']
 
-# %% ../nbs/07_visualize.ipynb #4bbc0d7c
-def _denorm(x: torch.Tensor, mean, std) -> torch.Tensor:
+# %% ../nbs/07_visualize.ipynb #f22ffa43
+def _denorm(x: torch.Tensor, # (B, C, H, W) normalised images
+            mean, std, # per-channel statistics of that normalisation (one value, or one per channel); None: not normalised
+           ) -> torch.Tensor: # (B, C, H, W) in pixel values
+    "Undo a per-channel normalisation."
     if mean is None: return x
     shape = (1, -1, 1, 1)
     return x * torch.tensor(std, device=x.device).view(shape) + torch.tensor(mean, device=x.device).view(shape)
 
+# %% ../nbs/07_visualize.ipynb #de82c859
 @torch.no_grad()
 def reconstruction_panels(model: MaskedAutoencoder, # a (pretrained) masked autoencoder
                           imgs: torch.Tensor, # (B, C, H, W) as the model takes them (normalised if it was trained so)
@@ -37,6 +41,7 @@ def reconstruction_panels(model: MaskedAutoencoder, # a (pretrained) masked auto
     masked = _denorm(masked, mean, std) * (1 - m) + 0.5 * m
     return [_denorm(x, mean, std).clamp(0, 1) if i != 1 else x.clamp(0, 1) for i, x in enumerate((imgs, masked, recon, pasted))]
 
+# %% ../nbs/07_visualize.ipynb #66027e4f
 def show_reconstructions(model: MaskedAutoencoder, # a (pretrained) masked autoencoder
                          imgs: torch.Tensor, # (B, C, H, W)
                          noise: torch.Tensor | None = None, # (B, N) to fix the masking

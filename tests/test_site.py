@@ -1,8 +1,9 @@
 """The read-along website (`python3 run.py site`): built once from the executed notebooks, then checked page by page.
 Screenshots of some pages with headless Chromium go to _screenshots/ (skipped where Chromium is not installed)."""
-import base64, inspect, importlib, json, re, shutil, subprocess
+import base64, dataclasses, inspect, importlib, json, re, shutil, subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 import nbformat, pytest
 from conftest import ROOT
@@ -15,11 +16,11 @@ class Page(HTMLParser):
     "What a page links to, shows and says."
     def __init__(self, path: Path):
         super().__init__()
-        self.path, self.ids, self.links, self.imgs, self.text = path, set(), [], [], []
+        self.path, self.ids, self.links, self.imgs, self.text, self.id_order = path, set(), [], [], [], []
         self.feed(path.read_text()); self.close()
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if 'id' in a: self.ids.add(a['id'])
+        if 'id' in a: self.ids.add(a['id']); self.id_order.append(a['id'])
         if tag == 'a' and 'name' in a: self.ids.add(a['name'])
         if tag == 'a' and a.get('href'): self.links.append(a['href'])
         if tag == 'img': self.imgs.append(a.get('src') or '')
@@ -100,6 +101,108 @@ def test_api_docs_for_every_export(site):
         assert not missing, f'{nb.name}: no API docs for {missing}'
 
 
+def module_of(nb: Path):
+    "The module a notebook exports to (its `default_exp`), or None."
+    m = re.search(r'^#\|\s*default_exp\s+(\S+)', '\n'.join(c.source for c in nbformat.read(nb, 4).cells if c.cell_type == 'code'), re.M)
+    return importlib.import_module(f'mae_nb.{m[1]}') if m else None
+
+
+def exported_cells(nb: Path) -> list[str]:
+    "The source of each exported cell of a notebook, without its `#|` directives."
+    cells = []
+    for c in nbformat.read(nb, 4).cells:
+        lines = c.source.splitlines()
+        dirs = {l[3:].split(':')[0].strip() for l in lines if l.startswith('#|')}
+        if c.cell_type == 'code' and dirs & {'export', 'exporti', 'exports'} and 'hide' not in dirs:
+            cells.append('\n'.join(l for l in lines if not l.startswith('#|')))
+    return cells
+
+
+def api_order(nb: Path, mod) -> tuple[list[str], set[str]]:
+    """The API entries (show_doc anchors) a notebook's exported cells define, in the order it defines them, and those
+    defined in a cell of imports (helpers such as `patch_to`, which must not lead the page)."""
+    import ast
+    order, helpers = [], set()
+    for src in exported_cells(nb):
+        body = ast.parse(src).body
+        names = [n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
+        ids = [getattr(mod, n).__qualname__.lower() for n in names]
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body): helpers.update(ids)
+        else: order += ids
+    return order, helpers
+
+
+def test_derivation_pages_show_their_code(site):
+    """The pages of notebooks 00–09 show every line of their exported code (the reader sees `random_masking` being
+    written, not only its signature); later pages show the API docs only."""
+    out, pages, nbs = site
+    derivation = [nb for nb in nbs if run.is_derivation(nb)]
+    assert {nb.name[:2] for nb in derivation} == {f'{i:02d}' for i in range(10)}
+    for nb in derivation:
+        text = ''.join(pages[(out/run.page_name(nb)).resolve()].text)
+        missing = [l for src in exported_cells(nb) for l in src.splitlines() if l.strip() and l not in text]
+        assert not missing, f'{nb.name}: its page lacks exported code such as {missing[:3]}'
+    from mae_nb import masking, model
+    for page, fn in (('masking.html', masking.random_masking), ('mae.html', model.MaskedAutoencoder.forward_encoder)):
+        src = inspect.getsource(fn).strip()
+        assert src.startswith(('def ', '@')) and src in ''.join(pages[(out/page).resolve()].text), f'{page} does not show `{fn.__name__}` as written'
+    assert not any(run.is_derivation(Path(n)) for n in ('index.ipynb', '10_weights.ipynb', '13_cli.ipynb', '99_broken.ipynb'))
+
+
+def test_api_docs_in_the_order_of_the_notebook(site):
+    """Each page documents its symbols in the order its notebook defines them (each entry before its code); a helper
+    defined among the imports (`patch_to`) does not lead the page: it comes just before the code that first uses it."""
+    out, pages, nbs = site
+    for nb in nbs:
+        if not (mod := module_of(nb)): continue
+        order, helpers = api_order(nb, mod)
+        shown = [i for i in dict.fromkeys(pages[(out/run.page_name(nb)).resolve()].id_order) if i in set(order) | helpers]
+        assert [i for i in shown if i not in helpers] == order, f'{nb.name}: API docs out of order'
+        if shown: assert shown[0] not in helpers, f'{nb.name}: the helper {shown[0]} leads the page'
+    mae = next(nb for nb in nbs if run.page_name(nb) == 'mae.html')
+    order, helpers = api_order(mae, module_of(mae))
+    shown = [i for i in dict.fromkeys(pages[(out/'mae.html').resolve()].id_order) if i in set(order) | helpers]
+    assert shown[0] == 'maeconfig', f'mae.html starts its API with {shown[0]}, not MAEConfig'
+    assert shown.index('maskedautoencoder') < shown.index('patch_to') < shown.index('maskedautoencoder.forward_encoder'), shown
+
+
+def signatures(text: str, name: str) -> list[str]:
+    "The parameter lists `text` shows after `name(`: one per line up to a line `)`, or all on one line."
+    return [m[1] if m[1] is not None else m[2] for m in re.finditer(rf'\b{re.escape(name)}\((?:\n(.*?)\n\)|([^\n]*?)\))', text, re.S)]
+
+
+def test_records_show_their_fields(site):
+    "NamedTuples and dataclasses are documented with their fields (not `Masking(*args, **kwargs)`)."
+    out, pages, nbs = site
+    seen = set()
+    for nb in nbs:
+        if not (mod := module_of(nb)): continue
+        text = ''.join(pages[(out/run.page_name(nb)).resolve()].text)
+        for name in getattr(mod, '__all__', []):
+            o = getattr(mod, name)
+            if not inspect.isclass(o) or o.__module__ != mod.__name__: continue
+            if issubclass(o, tuple) and hasattr(o, '_fields'): fields = list(o._fields)
+            elif dataclasses.is_dataclass(o): fields = [f.name for f in dataclasses.fields(o) if f.init]
+            else: continue
+            seen.add(name)
+            sigs = signatures(text, name)
+            assert not any(s.strip().startswith('*args') for s in sigs), f'{nb.name}: {name} is shown as {name}(*args, **kwargs)'
+            assert any(re.search(r'[\s\S]*?'.join(rf'\b{f}\b' for f in fields), s) for s in sigs), f'{nb.name}: {name} is not shown with its fields {fields}'
+    assert {'Masking', 'MAEOutput', 'MAEConfig', 'TrainConfig'} <= seen, seen
+
+
+class _Point(NamedTuple):
+    x: int
+    y: float = 0.5   # a comment
+
+
+def test_class_signature():
+    "The signature fix on its own: a NamedTuple gets its fields, a class is written as its constructor call."
+    assert run.class_signature(_Point, 'def _Point(\n    *args, **kwargs\n):') == '_Point(\n    x:int,\n    y:float=0.5, # a comment\n)'
+    assert run.class_signature(Page, 'def Page(\n    path:Path,\n)->None:') == 'Page(\n    path:Path,\n)'
+    assert run.class_signature(run.build_site, 'def build_site(out:Path)->list:') == 'def build_site(out:Path)->list:'
+
+
 def test_checks_can_fail(tmp_path):
     "A page with an error cell, a missing image and dead links is caught."
     nb = nbformat.v4.new_notebook(cells=[
@@ -120,7 +223,8 @@ def chromium() -> str:
     return exe
 
 
-@pytest.mark.parametrize('page,section', [('index.html', ''), ('masking.html', 'Pictures'), ('mae.html', 'What-goes-where')])
+@pytest.mark.parametrize('page,section', [('index.html', ''), ('masking.html', 'Random-masking'), ('masking.html', 'Pictures'),
+                                          ('mae.html', 'Encoder'), ('mae.html', 'What-goes-where')])
 def test_screenshot(site, page, section):
     """Headless Chromium renders the page (from `section` on) with its figures; the PNG lands in _screenshots/
     for a person to look at, and must not be blank."""
