@@ -5,6 +5,7 @@
     python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
     python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/
+    python3 run.py lab      # read along and run the notebooks in JupyterLab: `jupyter lab nbs/` (extra arguments go to it)
 
 Each creates the virtual environment .venv/ on first use and installs the package with its dev
 extras; it reinstalls when the contents of settings.ini, setup.py or pyproject.toml change.
@@ -343,8 +344,19 @@ def cmd_site(serve: bool, port: int = 8000):
             except KeyboardInterrupt: pass
 
 
+def cmd_lab(rest, env):
+    """JupyterLab on nbs/: the process becomes `jupyter lab` (where it can), so that Ctrl-C reaches the server and its kernels
+    as usual. Without venv_env's MPLBACKEND=Agg (unless the user set one), so that the kernels draw figures inline."""
+    env = {k: v for k, v in env.items() if k != 'MPLBACKEND'} | ({'MPLBACKEND': os.environ['MPLBACKEND']} if 'MPLBACKEND' in os.environ else {})
+    cmd = [str(BIN/'jupyter'), 'lab', 'nbs/', *rest]
+    if os.name != 'posix': return sh(*cmd, env=env)
+    print('+', ' '.join(cmd), flush=True)
+    os.chdir(ROOT)
+    os.execve(cmd[0], cmd, env)
+
+
 def main(argv):
-    cmds = ('demo', 'test', 'readme', 'site')
+    cmds = ('demo', 'test', 'readme', 'site', 'lab')
     if not argv or argv[0] not in cmds + ('_readme', '_site'):
         print(__doc__); sys.exit(0 if argv[:1] in ([], ['-h'], ['--help']) else 2)
     cmd, rest = argv[0], argv[1:]
@@ -355,6 +367,7 @@ def main(argv):
     if cmd == 'demo': sh(BIN/'mae_nb', 'demo', *rest, env=env)
     elif cmd == 'readme': sh(BIN/'python', ROOT/'run.py', '_readme', env=env)
     elif cmd == 'site': sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
+    elif cmd == 'lab': cmd_lab(rest, env)
     elif cmd == 'test':
         sh(BIN/'nbdev_test', '--timing', *rest, env=env)
         sh(BIN/'python', '-m', 'pytest', '-q', 'tests', env=env)

@@ -4,8 +4,9 @@
 
 # %% ../nbs/11_benchmark.ipynb #12e3cdf2
 from __future__ import annotations
-import math, platform, time
-from dataclasses import asdict, replace
+import json, math, platform, time
+from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 import torch
 from .model import MAEConfig, MaskedAutoencoder, count_flops
 from .train import RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, make_train_step, param_groups, resolve_device
@@ -14,7 +15,7 @@ from .weights import have_transformers, hf_model
 # %% auto #0
 __all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'device_name', 'peak_tflops', 'train_flops',
            'synchronize', 'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown',
-           'format_breakdown', 'time_to_train']
+           'format_breakdown', 'time_to_train', 'BenchConfig', 'run_bench']
 
 # %% ../nbs/11_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -142,7 +143,7 @@ def _prepare(names, cfg: MAEConfig, imgs, noise, dev, amp, compile, fused, warmu
             steps.pop(name, None); del model; torch.cuda.empty_cache()
     return steps, flops, mem, skipped
 
-# %% ../nbs/11_benchmark.ipynb #28caf898
+# %% ../nbs/11_benchmark.ipynb #5de1becb
 def _row(name: str, secs: list[float], loss: float, fl: dict, mem, batch_size: int, peak_tf) -> dict:
     "One contender's results from its window times (seconds per step) and FLOP counts."
     sec = min(secs)
@@ -187,7 +188,7 @@ def benchmark(cfg: MAEConfig | str, # a config, or a preset name
                 amp=str(dtype).replace('torch.', '') if dtype else 'fp32', compile=compile,
                 config=asdict(cfg), rows=rows, ratios=ratios, skipped=skipped)
 
-# %% ../nbs/11_benchmark.ipynb #16f394c5
+# %% ../nbs/11_benchmark.ipynb #77cb79d7
 def format_bench(res: dict) -> str:
     "A markdown table of a `benchmark` result, with the speed ratios under it."
     f = lambda v, fmt: '–' if v is None else format(v, fmt)
@@ -235,7 +236,7 @@ def step_breakdown(mc: MAEConfig, # the model
         wall = time.perf_counter() - t0
     return _phase_times(prof, dev, steps, tc.batch_size, wall)
 
-# %% ../nbs/11_benchmark.ipynb #8fbbf030
+# %% ../nbs/11_benchmark.ipynb #40f8e8b2
 def _phase_times(prof, dev: torch.device, steps: int, batch_size: int, wall: float) -> dict:
     "ms per step of each labelled phase (host time), and the device's busy time on CUDA, from a finished `torch.profiler` run."
     from torch.autograd import DeviceType
@@ -270,3 +271,39 @@ def time_to_train(img_per_s: float, # measured images per second of ONE device (
     if not 0 < efficiency <= 1: raise ValueError(f"efficiency must be in (0, 1], got {efficiency}")
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
     return {n: epochs * images / (img_per_s * n * (efficiency if n > 1 else 1.0)) / 3600 for n in counts}
+
+# %% ../nbs/11_benchmark.ipynb #0ee71b90
+@dataclass
+class BenchConfig:
+    "A benchmark run: the model, the batch, how to time it, and what to report."
+    preset: str = 'base'              # model preset
+    batch_size: int = 64              # images per step
+    decoder_depth: int | None = None  # override the preset's decoder depth (Table 2 uses 8 and 1)
+    device: str = 'auto'              # 'auto', 'cpu', 'cuda', 'cuda:1', ...
+    amp: str = 'auto'                 # mixed precision: bf16 on CUDA, off on CPU
+    compile: bool = False             # torch.compile each model
+    fused: bool | None = None         # fused AdamW (default: on CUDA)
+    warmup: int = 3                   # untimed steps
+    iters: int = 10                   # steps per timed window
+    windows: int = 3                  # timed windows; the fastest counts
+    peak_tflops: float | None = None  # the device's dense bf16 peak (default: from the table of known GPUs)
+    contenders: str = 'ours,hf,mask_tokens'  # comma-separated subset of ours, hf, mask_tokens
+    time_to_train: str | None = None  # GPU counts, e.g. 1,8,64: hours for `epochs` over ImageNet-1K at the measured speed
+    epochs: int = 800                 # epochs for time_to_train
+    json: str | None = None           # also write the results here as JSON
+
+def run_bench(bc: BenchConfig) -> dict:
+    "Run `benchmark` as `bc` says; print the table (and the time to train) first, then write the JSON."
+    over = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth)
+    res = benchmark(MAEConfig.from_preset(bc.preset, **over), bc.batch_size, bc.device, bc.amp, bc.compile, bc.fused,
+                    bc.warmup, bc.iters, bc.windows, bc.peak_tflops, tuple(bc.contenders.split(',')))
+    print(f"mae_nb bench --preset {bc.preset} --batch-size {bc.batch_size}" + (f' --decoder-depth {bc.decoder_depth}' if over else ''))
+    print(format_bench(res))
+    if bc.time_to_train:
+        ours = next((r for r in res['rows'] if r['name'] == 'ours'), None)
+        if ours is None: raise ValueError("--time-to-train needs the 'ours' contender")
+        res['time_to_train_h'] = hours = time_to_train(ours['img_per_s'], [int(n) for n in bc.time_to_train.split(',')], bc.epochs)
+        print(f"\n{bc.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
+              + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
+    if bc.json: Path(bc.json).write_text(json.dumps(res, indent=1, default=str))
+    return res

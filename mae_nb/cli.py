@@ -4,15 +4,17 @@
 
 # %% ../nbs/13_cli.ipynb #59e174bf
 from __future__ import annotations
-import argparse, dataclasses, inspect, json, re, sys, typing
-from pathlib import Path
+import argparse, dataclasses, inspect, re, sys, typing
 from . import __version__
 from .data import DATASETS
 from .evaluate import POOLS
-from .experiments import ABLATION, ABLATIONS, DemoConfig, PretrainConfig, ProbeConfig, ablate, demo, probe, run_pretrain, write_summary
+from .bench import BenchConfig, run_bench
+from .experiments import (ABLATION, ABLATIONS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
+                                run_pretrain, write_summary)
 from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS, check_mask_ratio
-from .model import PRESETS, MAEConfig, flops_table
+from .model import PRESETS, flops_table
+from .weights import convert
 from .train import AMP_MODES
 
 # %% auto #0
@@ -62,37 +64,41 @@ def config_from(cls, args: argparse.Namespace, **changes):
     "The dataclass `cls` built from the parsed flags that `config_flags` made for it (and `changes`)."
     return cls(**{**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}, **changes})
 
+# %% ../nbs/13_cli.ipynb #b55cde2f
+def _command(sub, name: str, help: str, description: str, cls=None, **flags):
+    "A subcommand; with `cls`, its flags are the dataclass's fields (`flags` go to `config_flags`)."
+    p = sub.add_parser(name, help=help, description=description)
+    if cls is not None: config_flags(p, cls, **flags)
+    return p
+
+def _run_commands(sub):
+    _command(sub, 'demo', 'pretrain on embedded Fashion-MNIST (~10 min on a CPU), show reconstructions, probe the encoder',
+             'Pretrain the fmnist preset on the embedded Fashion-MNIST, then write the checkpoint, metrics, a loss curve, reconstructions '
+             'and linear-probe results (pretrained vs random init) to --out. Running it again continues an interrupted run.',
+             DemoConfig, skip={'preset'})
+    _command(sub, 'pretrain', 'pretrain a masked autoencoder (one process, or under torchrun)',
+             'Pretrain a masked autoencoder. Under torchrun, every process runs this same command.', PretrainConfig, skip={'betas'})
+    _command(sub, 'finetune', 'fine-tune a pretrained encoder as a classifier (or train it from scratch: no --checkpoint)',
+             "Fine-tune the encoder of a pretraining checkpoint with the paper's recipe (layer-wise lr decay, drop path, RandAugment, "
+             'MixUp/CutMix, label smoothing); without --checkpoint, train the same architecture (--preset) from scratch with the same '
+             'recipe. Under torchrun, every process runs it.', FinetuneConfig, skip={'betas'})
+    _command(sub, 'probe', "linear probe and kNN accuracy of a checkpoint's encoder",
+             "Extract the encoder's features (no masking) for the train and test splits, then train the paper's linear probe "
+             '(BatchNorm without affine + linear) and run a kNN classifier.', ProbeConfig, skip={'linear'}, positional={'checkpoint'})
+    _command(sub, 'knn', "kNN accuracy of a checkpoint's encoder (no training: seconds)",
+             "Weighted cosine kNN (k neighbours vote with exp(similarity / 0.07)) on the encoder's features.",
+             ProbeConfig, skip={'linear', 'epochs', 'random_init', 'seed'}, positional={'checkpoint'})
+    _command(sub, 'bench', 'time training steps: img/s, FLOPs, MFU, memory; vs HF ViTMAE and the mask-token encoder',
+             "Time training steps (forward, backward, AdamW) of our MAE, HF transformers' ViTMAEForPreTraining with the same config "
+             "(when installed), and the encoder that processes mask tokens (the paper's Table 2 baseline), on the same batch; print "
+             'img/s, FLOPs per image, TFLOP/s, MFU, peak memory and ratios.', BenchConfig)
+
 # %% ../nbs/13_cli.ipynb #4bd2eec5
-def _training_commands(sub):
-    d = sub.add_parser('demo', help='pretrain on embedded Fashion-MNIST (~10 min on a CPU), show reconstructions, probe the encoder',
-                       description='Pretrain the fmnist preset on the embedded Fashion-MNIST, then write the checkpoint, metrics, a loss '
-                                   'curve, reconstructions and linear-probe results (pretrained vs random init) to --out. '
-                                   'Running it again continues an interrupted run.')
-    config_flags(d, DemoConfig, skip={'preset'})
-    t = sub.add_parser('pretrain', help='pretrain a masked autoencoder (one process, or under torchrun)',
-                       description='Pretrain a masked autoencoder. Under torchrun, every process runs this same command.')
-    config_flags(t, PretrainConfig, skip={'betas'})
-    ft = sub.add_parser('finetune', help='fine-tune a pretrained encoder as a classifier (or train it from scratch: no --checkpoint)',
-                        description="Fine-tune the encoder of a pretraining checkpoint with the paper's recipe (layer-wise lr decay, "
-                                    'drop path, RandAugment, MixUp/CutMix, label smoothing); without --checkpoint, train the same '
-                                    'architecture (--preset) from scratch with the same recipe. Under torchrun, every process runs it.')
-    config_flags(ft, FinetuneConfig, skip={'betas'})
-
-def _probe_commands(sub):
-    pr = sub.add_parser('probe', help="linear probe and kNN accuracy of a checkpoint's encoder",
-                        description="Extract the encoder's features (no masking) for the train and test splits, then train the "
-                                    "paper's linear probe (BatchNorm without affine + linear) and run a kNN classifier.")
-    config_flags(pr, ProbeConfig, skip={'linear'}, positional={'checkpoint'})
-    kn = sub.add_parser('knn', help="kNN accuracy of a checkpoint's encoder (no training: seconds)",
-                        description="Weighted cosine kNN (k neighbours vote with exp(similarity / 0.07)) on the encoder's features.")
-    config_flags(kn, ProbeConfig, skip={'linear', 'epochs', 'random_init', 'seed'}, positional={'checkpoint'})
-
-# %% ../nbs/13_cli.ipynb #0cadf41e
-def _ablate_command(sub):
-    ab = sub.add_parser('ablate', help="the paper's Table 1 ablations at small scale on Fashion-MNIST: one JSON per run",
-                        description='For each variant and seed: pretrain the fmnist preset with that change for a fixed budget, '
-                                    'linear-probe and kNN its encoder, fine-tune it, and write OUT/VARIANT-seedS.json with the '
-                                    'results and the command that re-makes them. Runs whose JSON exists are skipped.')
+def _other_commands(sub):
+    ab = _command(sub, 'ablate', "the paper's Table 1 ablations at small scale on Fashion-MNIST: one JSON per run",
+                  'For each variant and seed: pretrain the fmnist preset with that change for a fixed budget, linear-probe and kNN its '
+                  'encoder, fine-tune it, and write OUT/VARIANT-seedS.json with the results and the command that re-makes them. '
+                  'Runs whose JSON exists are skipped.')
     ab.add_argument('variants', nargs='+', type=_choice('variant', list(ABLATIONS) + ['all']), help=f'{", ".join(ABLATIONS)}, or all')
     ab.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (default: 0)')
     ab.add_argument('--out', default='results/ablations', help='where the JSON files go (default: results/ablations)')
@@ -101,44 +107,18 @@ def _ablate_command(sub):
     ab.add_argument('--force', action='store_true', help='run again even when the JSON exists')
     ab.add_argument('--epochs', type=int, help=f"pretraining epochs instead of the budget's {ABLATION['epochs']} (results go to VARIANT-seedS-epN.json)")
     ab.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda', 'cuda:1', ...")
-
-# %% ../nbs/13_cli.ipynb #e6e3fb0f
-def _bench_command(sub):
-    b = sub.add_parser('bench', help='time training steps: img/s, FLOPs, MFU, memory; vs HF ViTMAE and the mask-token encoder',
-                       description="Time training steps (forward, backward, AdamW) of our MAE, HF transformers' ViTMAEForPreTraining "
-                                   "with the same config (when installed), and the encoder that processes mask tokens (the paper's "
-                                   'Table 2 baseline), on the same batch; print img/s, FLOPs per image, TFLOP/s, MFU, peak memory and ratios.')
-    b.add_argument('--preset', type=_choice('preset', PRESETS), default='base', help='(default: base)')
-    b.add_argument('--batch-size', type=int, default=64, help='images per step (default: 64)')
-    b.add_argument('--decoder-depth', type=int, help="override the preset's decoder depth (Table 2 uses 8 and 1)")
-    b.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda', 'cuda:1', ...")
-    b.add_argument('--amp', type=_choice('amp', AMP_MODES), default='auto', help='(default: bf16 on CUDA, off on CPU)')
-    b.add_argument('--compile', action='store_true', help='torch.compile each model')
-    b.add_argument('--fused', action=argparse.BooleanOptionalAction, default=None, help='fused AdamW (default: on CUDA)')
-    b.add_argument('--warmup', type=int, default=3, help='untimed steps (default: 3)')
-    b.add_argument('--iters', type=int, default=10, help='steps per timed window (default: 10)')
-    b.add_argument('--windows', type=int, default=3, help='timed windows; the fastest counts (default: 3)')
-    b.add_argument('--peak-tflops', type=float, help="the device's dense bf16 peak (default: from the table of known GPUs)")
-    b.add_argument('--contenders', default='ours,hf,mask_tokens', help='comma-separated subset of ours,hf,mask_tokens')
-    b.add_argument('--time-to-train', help='GPU counts, e.g. 1,8,64: hours for --epochs over ImageNet-1K at the measured speed')
-    b.add_argument('--epochs', type=int, default=800, help='epochs for --time-to-train (default: 800)')
-    b.add_argument('--json', help='also write the results here as JSON')
-
-# %% ../nbs/13_cli.ipynb #a7f4c2a4
-def _weights_commands(sub):
-    cv = sub.add_parser('convert', help='weights in and out: released MAE checkpoints, timm, Hugging Face ViTMAE',
-                        description='Read SRC (an MAE checkpoint {"model": ...}, released or ours, full or encoder-only; or with '
-                                    '--from hf a ViTMAEForPreTraining folder) and write DST as an mae_nb checkpoint (with its config), '
-                                    'a timm encoder state dict, or a Hugging Face ViTMAEForPreTraining folder.')
+    cv = _command(sub, 'convert', 'weights in and out: released MAE checkpoints, timm, Hugging Face ViTMAE',
+                  'Read SRC (an MAE checkpoint {"model": ...}, released or ours, full or encoder-only; or with --from hf a '
+                  'ViTMAEForPreTraining folder) and write DST as an mae_nb checkpoint (with its config), a timm encoder state dict, '
+                  'or a Hugging Face ViTMAEForPreTraining folder.')
     cv.add_argument('src'); cv.add_argument('dst')
     cv.add_argument('--to', choices=('mae', 'timm', 'hf'), default='mae', help='(default: mae, a checkpoint mae_nb loads)')
     cv.add_argument('--from', dest='from_', choices=('mae', 'hf'), default='mae', help='(default: mae)')
     cv.add_argument('--num-heads', type=int, help='encoder heads, when the width is not a standard one')
     cv.add_argument('--decoder-num-heads', type=int, help='decoder heads, likewise')
     cv.add_argument('--norm-pix-loss', action='store_true', help='the model was trained with the normalised-pixel target (the released ones were)')
-    f = sub.add_parser('flops', help='print parameters and forward FLOPs of encoder and decoder',
-                       description='Parameters and forward FLOPs per image of encoder and decoder, counted with '
-                                   'torch.utils.flop_counter on the meta device.')
+    f = _command(sub, 'flops', 'print parameters and forward FLOPs of encoder and decoder',
+                 'Parameters and forward FLOPs per image of encoder and decoder, counted with torch.utils.flop_counter on the meta device.')
     f.add_argument('presets', nargs='*', type=_choice('preset', PRESETS), help=f'presets (default: all of {", ".join(PRESETS)})')
     f.add_argument('--mask-ratio', type=_ratio, default=0.75, help='fraction of patches removed (default: 0.75)')
 
@@ -147,59 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='mae_nb', description='Masked autoencoders (He et al., 2021), derived in notebooks.')
     p.add_argument('--version', action='version', version=f'mae_nb {__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    for add in (_training_commands, _probe_commands, _ablate_command, _bench_command, _weights_commands): add(sub)
+    _run_commands(sub); _other_commands(sub)
     return p
 
-# %% ../nbs/13_cli.ipynb #1dee3a61
-def _bench(args):
-    from mae_nb.bench import benchmark, format_bench, time_to_train
-    over = {} if args.decoder_depth is None else dict(decoder_depth=args.decoder_depth)
-    res = benchmark(MAEConfig.from_preset(args.preset, **over), args.batch_size, args.device, args.amp, args.compile, args.fused,
-                    args.warmup, args.iters, args.windows, args.peak_tflops, tuple(args.contenders.split(',')))
-    print(f"mae_nb bench --preset {args.preset} --batch-size {args.batch_size}" + (f' --decoder-depth {args.decoder_depth}' if over else ''))
-    print(format_bench(res))
-    if args.time_to_train:
-        ours = next((r for r in res['rows'] if r['name'] == 'ours'), None)
-        if ours is None: raise ValueError("--time-to-train needs the 'ours' contender")
-        res['time_to_train_h'] = hours = time_to_train(ours['img_per_s'], [int(n) for n in args.time_to_train.split(',')], args.epochs)
-        print(f"\n{args.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
-              + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
-    if args.json: Path(args.json).write_text(json.dumps(res, indent=1, default=str))
-
-def _convert(args):
-    from dataclasses import asdict
-    from mae_nb.train import save_checkpoint
-    from mae_nb.weights import load_hf, load_pretrained, save_hf, save_timm, timm_name
-    if args.from_ == 'hf': model = load_hf(args.src)
-    else:
-        model, report = load_pretrained(args.src, args.num_heads, args.decoder_num_heads, **({'norm_pix_loss': True} if args.norm_pix_loss else {}))
-        print(f"read {args.src}: {'encoder only' if report.get('encoder_only') else 'encoder and decoder'}")
-    cfg = model.cfg
-    if args.to == 'mae': save_checkpoint(args.dst, dict(model=model.state_dict(), config=asdict(cfg)))
-    elif args.to == 'timm': save_timm(model, args.dst); print(f"timm model: {timm_name(cfg) or 'a VisionTransformer with this config'}")
-    else: save_hf(model, args.dst)
-    print(f"wrote {args.dst} ({args.to}; embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, img {cfg.img_size})")
-
 # %% ../nbs/13_cli.ipynb #2ac7ffbf
-def _ablate(args):
-    for seed in args.seeds:
-        for v in (list(ABLATIONS) if 'all' in args.variants else args.variants):
-            r = ablate(v, seed, args.out, args.work, args.smoke, args.device, args.force, args.epochs)
-            print(f"{v:>20} seed {seed}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
-                  + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''), flush=True)
-
 COMMANDS = dict(
     demo=lambda a: demo(config_from(DemoConfig, a)),
     pretrain=lambda a: run_pretrain(config_from(PretrainConfig, a)),
     finetune=lambda a: write_summary(finetune(fc := config_from(FinetuneConfig, a)), fc.out_dir),
     probe=lambda a: probe(config_from(ProbeConfig, a)),
     knn=lambda a: probe(config_from(ProbeConfig, a, linear=False)),
-    ablate=_ablate, bench=_bench, convert=_convert,
+    bench=lambda a: run_bench(config_from(BenchConfig, a)),
+    ablate=lambda a: ablation_study(a.variants, a.seeds, out=a.out, work=a.work, smoke=a.smoke, device=a.device, force=a.force, epochs=a.epochs),
+    convert=lambda a: convert(a.src, a.dst, a.to, a.from_, a.num_heads, a.decoder_num_heads, a.norm_pix_loss),
     flops=lambda a: print(flops_table(a.presets or None, a.mask_ratio)),
 )
 
 def _run(args):
-    if getattr(args, 'download', False) and args.dataset == 'cifar10':
+    if getattr(args, 'download', False) and args.dataset == 'cifar10':          # once, before any run starts
         from mae_nb.data import cifar10
         for split in ('train', 'test'): cifar10(split, args.data_root, download=True)
     return COMMANDS[args.command](args)

@@ -90,7 +90,7 @@ def _accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct = sum(int((head(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
     return 100.0 * correct / len(y)
 
-# %% ../nbs/08_evaluate.ipynb #a3fdeada
+# %% ../nbs/08_evaluate.ipynb #58c75b69
 def _train_head(head: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
                 peak: float, # peak learning rate
                 generator: torch.Generator, progress: bool = False):

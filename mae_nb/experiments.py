@@ -17,7 +17,8 @@ from .train import TrainConfig, build_loader, load_model, pretrain, read_metrics
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain', 'knn_monitor_for',
-           'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig', 'median_img_per_s', 'demo', 'ablate']
+           'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig', 'median_img_per_s', 'demo', 'ablate',
+           'ablation_study']
 
 # %% ../nbs/12_experiments.ipynb #79ac3e22
 @dataclass
@@ -313,3 +314,17 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1) + '\n')
     return res
+
+# %% ../nbs/12_experiments.ipynb #89a043b2
+def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
+                   seeds: list[int] = (0,), **kw, # the other arguments of `ablate`
+                  ) -> list[dict]:
+    "Run `ablate` for every variant and seed (existing results are reused), printing one line per run."
+    out = []
+    for seed in seeds:
+        for v in (list(ABLATIONS) if 'all' in variants else variants):
+            r = ablate(v, seed, **kw)
+            print(f"{v:>20} seed {seed}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
+                  + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''), flush=True)
+            out.append(r)
+    return out

@@ -221,7 +221,7 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     if ck is not None: load_encoder(model, ck['model'], str(fc.checkpoint))
     return model, ck
 
-# %% ../nbs/09_finetune.ipynb #b70b210e
+# %% ../nbs/09_finetune.ipynb #ed97f634
 def finetune(fc: FinetuneConfig) -> dict:
     "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
     rank, world, device = dist_setup(fc.device)

@@ -116,7 +116,7 @@ class MaskedAutoencoder(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(init_weights)
 
-# %% ../nbs/04_mae.ipynb #2cc6962d
+# %% ../nbs/04_mae.ipynb #cd4a6324
 def patch_to(cls: type, # the class that gets the method
             ):
     "Decorator adding a function to `cls` as a method, so that a notebook can explain a class one method at a time."
@@ -225,7 +225,7 @@ def encoder_state_dict(model: MaskedAutoencoder, # a (pretrained) masked autoenc
     "The encoder's weights only (no `decoder_*`, no `mask_token`): what a ViT classifier loads."
     return {k: v for k, v in model.state_dict().items() if not is_decoder_key(k)}
 
-# %% ../nbs/04_mae.ipynb #6e69ac43
+# %% ../nbs/04_mae.ipynb #be5d9891
 def with_img_size(model: MaskedAutoencoder, # a (pretrained) autoencoder
                   img_size: int, # the new image side (a multiple of the patch size)
                  ) -> MaskedAutoencoder: # a new model; `model` is unchanged

@@ -5,15 +5,16 @@
 # %% ../nbs/10_weights.ipynb #e9f06302
 from __future__ import annotations
 import re
+from dataclasses import asdict
 from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
-from .train import load_checkpoint
+from .train import load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
            'to_timm', 'save_timm', 'hf_config', 'hf_model', 'have_transformers', 'hf_key_map', 'to_hf',
-           'config_from_hf', 'from_hf', 'save_hf', 'load_hf']
+           'config_from_hf', 'from_hf', 'save_hf', 'load_hf', 'convert']
 
 # %% ../nbs/10_weights.ipynb #9acba7bf
 # width -> attention heads: ViT-Ti/S/B/L/H (Dosovitskiy et al.; heads of 64 channels, 16 for ViT-H),
@@ -218,3 +219,23 @@ def load_hf(path: str) -> MaskedAutoencoder:
     "Our model from a `ViTMAEForPreTraining` folder or Hub name (e.g. written by `save_hf`)."
     from transformers import ViTMAEForPreTraining
     return from_hf(ViTMAEForPreTraining.from_pretrained(path))
+
+# %% ../nbs/10_weights.ipynb #2c2b96cf
+def convert(src: str, dst: str,
+            to: str = 'mae', # 'mae' (a checkpoint with its config), 'timm' (encoder state dict) or 'hf' (ViTMAEForPreTraining folder)
+            from_: str = 'mae', # 'mae' (a {'model': ...} file, released or ours) or 'hf' (a ViTMAEForPreTraining folder or Hub name)
+            num_heads: int | None = None, decoder_num_heads: int | None = None, # when the widths are not standard ones
+            norm_pix_loss: bool = False, # the model was trained with the normalised-pixel target (the released ones were)
+           ) -> MaskedAutoencoder: # the model that was written
+    "Read `src`, write `dst` in the form `to`, and say what was read and written."
+    if to not in ('mae', 'timm', 'hf') or from_ not in ('mae', 'hf'): raise ValueError(f"convert from mae or hf to mae, timm or hf; got {from_} -> {to}")
+    if from_ == 'hf': model = load_hf(src)
+    else:
+        model, report = load_pretrained(src, num_heads, decoder_num_heads, **({'norm_pix_loss': True} if norm_pix_loss else {}))
+        print(f"read {src}: {'encoder only' if report.get('encoder_only') else 'encoder and decoder'}")
+    cfg = model.cfg
+    if to == 'mae': save_checkpoint(dst, dict(model=model.state_dict(), config=asdict(cfg)))
+    elif to == 'timm': save_timm(model, dst); print(f"timm model: {timm_name(cfg) or 'a VisionTransformer with this config'}")
+    else: save_hf(model, dst)
+    print(f"wrote {dst} ({to}; embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, img {cfg.img_size})")
+    return model

@@ -3,10 +3,11 @@ import math
 from dataclasses import replace
 import pytest
 import torch
-from mae_nb.bench import (CONTENDERS, PHASES, benchmark, format_bench, format_breakdown, have_transformers, make_train_step,
-                          peak_tflops, step_breakdown, time_steps, time_to_train, train_flops)
+from mae_nb.bench import (CONTENDERS, PHASES, bench_step, benchmark, format_bench, format_breakdown, peak_tflops, step_breakdown,
+                          time_steps, time_to_train, train_flops)
 from mae_nb.model import MAEConfig
 from mae_nb.train import TrainConfig
+from mae_nb.weights import have_transformers
 
 SMALL = MAEConfig(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=2,
                   decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
@@ -33,7 +34,7 @@ def test_time_steps_trains():
     torch.manual_seed(0)
     m = MaskedAutoencoder(SMALL)
     x, nz = torch.rand(8, 3, 16, 16), torch.rand(8, 16)
-    step = make_train_step(m, torch.device('cpu'), lr=1e-2)
+    step = bench_step(m, torch.device('cpu'), lr=1e-2)
     first = step(x, nz).item()
     r = time_steps(step, x, nz, warmup=1, iters=5, windows=3)
     assert r['loss'] < first                                   # the same batch, fitted: the optimizer steps

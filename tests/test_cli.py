@@ -1,6 +1,8 @@
 "The `mae_nb` console command, run as a user runs it."
 import json, os, subprocess, sys
 from pathlib import Path
+import pytest
+import torch
 
 MAE_NB = Path(sys.executable).parent/'mae_nb'
 ENV = {**os.environ, 'MPLBACKEND': 'Agg'}
@@ -55,14 +57,46 @@ def test_corrupt_checkpoint_is_named(tmp_path):
     assert r.returncode == 1 and 'is not a readable checkpoint' in r.stderr, r.stderr
 
 
+def small_fmnist(root: Path, n_train: int, n_test: int) -> Path:
+    "The first images of each Fashion-MNIST split, written as the idx files `MAE_NB_DATA` points the package to."
+    import gzip, struct
+    from mae_nb.data import fashion_mnist
+    for split, stem, n in (('train', 'train', n_train), ('test', 't10k', n_test)):
+        imgs, labels = fashion_mnist(split)
+        for kind, t in (('images-idx3', imgs[:n]), ('labels-idx1', labels[:n].to(torch.uint8))):
+            header = bytes([0, 0, 8, t.ndim]) + struct.pack(f'>{t.ndim}I', *t.shape)
+            (root/'fashion-mnist').mkdir(parents=True, exist_ok=True)
+            with gzip.open(root/'fashion-mnist'/f'{stem}-{kind}-ubyte.gz', 'wb') as f: f.write(header + t.numpy().tobytes())
+    return root
+
+
 def test_demo_writes_its_outputs(tmp_path):
-    r = run('demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--out', tmp_path)
+    # DemoConfig has no evaluation limit: the probe scores the whole test split, so the demo runs on a small copy of the data
+    data = small_fmnist(tmp_path/'data', 512, 200)
+    r = subprocess.run([MAE_NB, 'demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--probe-train', '256', '--out', tmp_path/'run'],
+                       capture_output=True, text=True, env={**ENV, 'MAE_NB_DATA': str(data)})
     assert r.returncode == 0, r.stderr
     for f in ('checkpoint.pt', 'metrics.jsonl', 'loss.png', 'reconstructions.png', 'probe.json'):
-        assert (tmp_path/f).stat().st_size > 0, f
-    res = json.loads((tmp_path/'probe.json').read_text())
-    assert {'pretrained', 'random_init', 'gain_linear_probe'} <= set(res)
+        assert (tmp_path/'run'/f).stat().st_size > 0, f
+    res = json.loads((tmp_path/'run'/'probe.json').read_text())
+    assert {'pretrained', 'random_init', 'gain_linear_probe'} <= set(res) and res['pretrain']['step'] == 2
+    for k in ('pretrained', 'random_init'):
+        assert (res[k]['train_images'], res[k]['eval_images'], res[k]['pool']) == (256, 200, 'mean'), res[k]
     assert 'gain from pretraining' in r.stdout
+
+
+@pytest.mark.parametrize('device, says', [('gpu0', "unknown device 'gpu0'"), ('cuda', 'CUDA is not available'), ('cuda:x', "unknown device")])
+def test_bad_device_is_one_line(tmp_path, device, says):
+    if device == 'cuda' and torch.cuda.is_available(): pytest.skip('CUDA is available here')
+    r = run('pretrain', '--device', device, '--limit', '64', '--batch-size', '32', '--no-progress', '--out', tmp_path)
+    assert r.returncode == 1 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path/'checkpoint.pt').exists()
+
+
+def test_version():
+    import mae_nb
+    r = run('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'mae_nb {mae_nb.__version__}', r.stdout + r.stderr
 
 
 def test_pretrain_on_an_image_folder(tmp_path):

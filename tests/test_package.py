@@ -1,17 +1,24 @@
-"The package imports with torch and einops alone (the GPU machine cannot install matplotlib or tqdm extras)."
+"""The package imports with torch and einops alone (the GPU machine cannot install matplotlib or tqdm extras); the optional timm
+and transformers are imported only when used."""
 import subprocess, sys, textwrap
 
 
 def test_import_without_matplotlib_and_tqdm():
     code = textwrap.dedent("""
         import sys
+        BLOCKED = ('matplotlib', 'tqdm', 'fastcore', 'IPython', 'timm', 'transformers')
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('matplotlib', 'tqdm', 'fastcore', 'IPython'): raise ImportError(f'blocked {name}')
+                if name.split('.')[0] in BLOCKED: raise ImportError(f'blocked {name}')
         sys.meta_path.insert(0, Block())
         import torch
         from mae_nb.model import MAEConfig, MaskedAutoencoder
         import mae_nb.patches, mae_nb.masking, mae_nb.pos_embed, mae_nb.vit, mae_nb.data, mae_nb.visualize, mae_nb.cli
+        import mae_nb.train, mae_nb.evaluate, mae_nb.finetune, mae_nb.experiments, mae_nb.paper, mae_nb.bench, mae_nb.weights
+        from mae_nb.weights import have_transformers
+        assert not have_transformers()                      # blocked: bench then skips the HF contender instead of failing
+        from mae_nb.cli import build_parser
+        assert build_parser().parse_args(['pretrain', '--epochs', '1']).epochs == 1
         m = MaskedAutoencoder(MAEConfig.from_preset('fmnist'))
         print(m(torch.rand(2, 1, 28, 28)).pred.shape)
     """)

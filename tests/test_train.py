@@ -1,8 +1,12 @@
-"Training across processes: exact resume after SIGKILL (pretraining and fine-tuning), and a 2-process DDP run equal to one process."
-import json, os, signal, subprocess, sys, time
+"""Training: gradient accumulation through `fit` equal to the larger batch, the fp16 + GradScaler path on CPU, and across processes
+an exact resume after SIGKILL (pretraining and fine-tuning) and a 2-process DDP run equal to one process."""
+import json, math, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
+from mae_nb.data import TensorLoader
+from mae_nb.model import MAEConfig, MaskedAutoencoder
+from mae_nb.train import TrainConfig, fit, param_groups, pretrain, read_metrics
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
@@ -65,3 +69,57 @@ def test_ddp_two_processes_match_one(tmp_path):
     l1, l2 = losses(tmp_path/'one'), losses(tmp_path/'two')
     assert [s for s, _ in l1] == [s for s, _ in l2]
     assert max(abs(a - b) for (_, a), (_, b) in zip(l1, l2)) < 1e-4
+
+
+TINY = MAEConfig.from_preset('fmnist', embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+
+
+def _fit(tmp_path, name, batch_size, accum_iter, n=96):
+    """`fit` on n random images in a shuffled order that does not depend on the batch size (no augmentation), each image masked by
+    its own fixed noise. (`pretrain` cannot be compared so: it draws masking noise and crops per micro-batch index, so batches
+    2k and 2k+1 of B images get other masks than batch k of 2B.)"""
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    noise = torch.rand(n, TINY.num_patches, generator=g)
+    loader = TensorLoader(imgs, torch.arange(n), batch_size, train=True, augment=False, seed=0)   # labels: the images' indices
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(TINY)
+    def loss_fn(m, x, idx, epoch, i): return m(x, noise=noise[idx]).loss
+    tc = TrainConfig(batch_size=batch_size, accum_iter=accum_iter, epochs=2, blr=1e-3, warmup_epochs=0.5, out_dir=str(tmp_path/name),
+                     log_every=1, progress=False, device='cpu')
+    summary = fit(model, param_groups(model, tc.weight_decay), loader, loss_fn, tc)
+    return model, summary, read_metrics(tmp_path/name/'metrics.jsonl', has='loss')
+
+
+def test_accumulation_equals_the_larger_batch(tmp_path):
+    m1, s1, r1 = _fit(tmp_path, 'big', 32, 1)
+    m2, s2, r2 = _fit(tmp_path, 'accum', 16, 2)
+    assert (s1['step'], s1['effective_batch'], s1['lr']) == (s2['step'], s2['effective_batch'], s2['lr']) == (6, 32, 1e-3 * 32 / 256)
+    assert [r['step'] for r in r1] == [r['step'] for r in r2] and [r['lr'] for r in r1] == [r['lr'] for r in r2]
+    torch.testing.assert_close([r['loss'] for r in r2], [r['loss'] for r in r1], rtol=1e-5, atol=1e-6)
+    w1, w2 = m1.state_dict(), m2.state_dict()
+    for k in w1:
+        a, b = w1[k], w2[k]
+        if k.endswith('attn.qkv.bias'):      # the key bias has a zero true gradient: Adam amplifies its rounding noise (see DDP below)
+            D = len(a) // 3
+            a, b = torch.cat([a[:D], a[2 * D:]]), torch.cat([b[:D], b[2 * D:]])
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (k, (a - b).abs().max())
+    # Adam is nearly blind to the gradient's scale; its moments are not: a missing `/ accum_iter` shows here (3x off), not above
+    o1, o2 = (torch.load(tmp_path/d/'checkpoint.pt', weights_only=True)['optimizer']['state'] for d in ('big', 'accum'))
+    assert o1.keys() == o2.keys()
+    for i in o1:
+        for n in ('exp_avg', 'exp_avg_sq', 'step'):
+            a, b = o1[i][n], o2[i][n]
+            assert (a - b).abs().max() <= 1e-5 * a.abs().max(), (i, n)
+    ref = _fit(tmp_path, 'other', 16, 1)[0].state_dict()                            # no accumulation: twice the steps, other weights
+    assert any(not torch.allclose(w1[k], ref[k], rtol=1e-4, atol=1e-6) for k in w1)
+
+
+def test_fp16_grad_scaler_on_cpu(tmp_path):
+    s = pretrain(TINY, TrainConfig(amp='fp16', limit=64, batch_size=32, epochs=1, log_every=1, progress=False, device='cpu',
+                                   out_dir=str(tmp_path)))
+    assert s['step'] == 2 and math.isfinite(s['final_loss']) and s['final_loss'] > 0
+    ck = torch.load(tmp_path/'checkpoint.pt', weights_only=True)
+    scale = ck['scaler'].get('scale')                                   # a disabled scaler saves an empty state
+    assert scale is not None and 0 < scale < float('inf') and ck['train_config']['amp'] == 'fp16'
+    assert all(torch.isfinite(v).all() for v in ck['model'].values())

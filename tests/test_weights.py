@@ -50,12 +50,20 @@ def test_load_full_and_encoder_only(tmp_path):
     with pytest.raises(ValueError, match='not a readable checkpoint'): load_pretrained(tmp_path/'junk.pth')
 
 
-def test_timm_export():
+@pytest.mark.parametrize('cfg', [CFG, MAEConfig.from_preset('fmnist', depth=2, mlp_ratio=2.0)], ids=['rgb', 'fmnist'])
+def test_timm_export_by_values(cfg):
+    "timm's ViT with our exported encoder computes what our encoder computes (all tokens, after the final norm), for random non-trivial weights."
     pytest.importorskip('timm')
-    src = _model()
+    src = _model(cfg)
+    assert src.cls_token.abs().sum() > 0 and src.pos_embed.abs().sum() > 0          # nothing left at zero that could hide a swap
     vit = to_timm(src).eval()
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad(): torch.testing.assert_close(vit.forward_features(x), src.forward_encoder(x, 0)[0], atol=1e-5, rtol=1e-5)
+    x = torch.randn(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+    with torch.no_grad(): ours, theirs = src.forward_encoder(x, 0)[0], vit.forward_features(x)
+    assert theirs.shape == ours.shape == (2, 1 + cfg.num_patches, cfg.embed_dim)
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(): torch.testing.assert_close(vit(x), ours[:, 0], atol=1e-5, rtol=1e-5)   # num_classes=0: the pooled cls token
+    with torch.no_grad(): src.blocks[-1].mlp.fc2.weight.add_(torch.randn_like(src.blocks[-1].mlp.fc2.weight))   # the export is a copy,
+    with torch.no_grad(): assert not torch.allclose(vit.forward_features(x), src.forward_encoder(x, 0)[0], atol=1e-3)   # and the check sees it
     assert timm_name(MAEConfig.from_preset('large')) == 'vit_large_patch16_224.mae' and timm_name(CFG) is None
 
 
