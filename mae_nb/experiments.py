@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_experiments.ipynb #41245d54
 from __future__ import annotations
-import json, time
+import json, shlex, time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 import torch
@@ -187,6 +187,7 @@ class DemoConfig:
     warmup_epochs: float = 1.0      # linear warm-up
     pool: str = POOLS[0]            # how the probe pools the encoder's tokens
     probe_train: int = 10_000       # training images the probe is fitted on
+    eval_limit: int | None = None   # score the probe on only the first N test images (default: all 10,000)
     preset: str = 'fmnist'          # the model (the demo's data is Fashion-MNIST: 1 channel, 28×28)
 
 DEMO = DemoConfig()
@@ -227,7 +228,8 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
     _demo_pictures(out, model, recs, summary['step'])
     print('probing the encoder: pretrained, then the same architecture at random initialisation')
     t_probe = time.perf_counter()
-    pc = ProbeConfig(pool=dc.pool, epochs=dc.probe_epochs, limit=min(dc.limit or dc.probe_train, dc.probe_train), device=dc.device)
+    pc = ProbeConfig(pool=dc.pool, epochs=dc.probe_epochs, limit=min(dc.limit or dc.probe_train, dc.probe_train), device=dc.device,
+                     eval_limit=dc.eval_limit)
     pre = probe_encoder(model, pc)
     torch.manual_seed(0)
     rnd = probe_encoder(MaskedAutoencoder(mc), pc)
@@ -304,7 +306,7 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     t0, run = time.perf_counter(), Path(work)/path.stem
     mc, pre, probe, ft = _ablation_stages(variant, seed, b, run, device, smoke)
     command = (f"mae_nb ablate {variant} --seeds {seed}" + (f' --epochs {epochs}' if longer else '') + (' --smoke' if smoke else '')
-               + (f' --out {out}' if str(out) != 'results/ablations' else ''))
+               + (f' --out {shlex.quote(str(out))}' if str(out) != 'results/ablations' else ''))
     res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget=b, command=command,
                linear_probe=probe['linear_probe'], knn=probe['knn'], finetune=ft['test_acc'],
                pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'],
@@ -315,7 +317,7 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     path.write_text(json.dumps(res, indent=1) + '\n')
     return res
 
-# %% ../nbs/12_experiments.ipynb #89a043b2
+# %% ../nbs/12_experiments.ipynb #4e9c3bc3
 def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
                    seeds: list[int] = (0,), **kw, # the other arguments of `ablate`
                   ) -> list[dict]:

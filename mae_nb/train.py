@@ -85,7 +85,7 @@ def warmup_cosine(step: int, # optimizer step, from 0
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
-# %% ../nbs/06_train.ipynb #1924d667
+# %% ../nbs/06_train.ipynb #5e6aaa61
 def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
                    local_rank: int | None = None, # the process's GPU for 'auto' and 'cuda'; default $LOCAL_RANK or 0
                   ) -> torch.device: # always with an index on CUDA
@@ -105,7 +105,7 @@ def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     if dev.index >= n: raise ValueError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
     return dev
 
-# %% ../nbs/06_train.ipynb #bfa435e2
+# %% ../nbs/06_train.ipynb #3d765a1c
 def amp_dtype(amp: str, # one of AMP_MODES
               device: torch.device,
              ) -> torch.dtype | None: # the autocast dtype, None for full precision
@@ -114,7 +114,7 @@ def amp_dtype(amp: str, # one of AMP_MODES
     if amp == 'auto': return torch.bfloat16 if device.type == 'cuda' else None
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
 
-# %% ../nbs/06_train.ipynb #58a64d7e
+# %% ../nbs/06_train.ipynb #a30d62dc
 class TrainStep:
     "One micro-step: `loss_fn(model, *args)` under autocast, scaled backward; every `accum_iter`-th also the optimizer update."
     def __init__(self, model, # what `loss_fn` gets: the model, or its DDP / compiled wrapper
@@ -148,7 +148,7 @@ class TrainStep:
         self.opt.zero_grad(set_to_none=True)
         if self.sched is not None: self.sched.step()
 
-# %% ../nbs/06_train.ipynb #b6ca6d59
+# %% ../nbs/06_train.ipynb #c9def8e0
 def overfit(model: MaskedAutoencoder, # trained in place
             imgs: torch.Tensor, # one batch (B, C, H, W)
             steps: int = 300, # optimisation steps
@@ -176,7 +176,7 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
         f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
-# %% ../nbs/06_train.ipynb #88c22f88
+# %% ../nbs/06_train.ipynb #85a16266
 def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
                model: torch.nn.Module, # the model they should fit
                path: str | Path = 'checkpoint', # named in the error message
@@ -212,7 +212,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if model is not None: check_fits(ckpt, model, path)
     return ckpt
 
-# %% ../nbs/06_train.ipynb #3ecb1891
+# %% ../nbs/06_train.ipynb #b0869576
 def load_model(path: str | Path, # a checkpoint of a masked autoencoder
                cfg: MAEConfig | None = None, # the architecture; default: the one stored in the checkpoint
               ) -> MaskedAutoencoder:
@@ -304,7 +304,7 @@ def read_metrics(path: str | Path, # a `metrics.jsonl` file
             raise ValueError(f"{path}, line {i + 1}, is not JSON: the log was edited or damaged") from None
     return [r for r in recs if has is None or has in r]
 
-# %% ../nbs/06_train.ipynb #38b93743
+# %% ../nbs/06_train.ipynb #ec25eb74
 @dataclass
 class RunPlan:
     "The numbers a run's schedule is made of."
@@ -332,7 +332,7 @@ def make_optimizer(groups: list[dict], # parameter groups; an optional 'lr_scale
     min_ratio = tc.min_lr / plan.lr
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, plan.warmup, plan.total, min_ratio))
 
-# %% ../nbs/06_train.ipynb #fb637c62
+# %% ../nbs/06_train.ipynb #7a5e0dc4
 def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, tc: TrainConfig, device: torch.device,
                     world: int = 1, # processes: DDP wraps the model when there are several
                    ) -> TrainStep:
@@ -343,7 +343,7 @@ def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, t
     return TrainStep(torch.compile(ddp) if tc.compile else ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter,
                      ddp.no_sync if world > 1 else None)
 
-# %% ../nbs/06_train.ipynb #b779fedc
+# %% ../nbs/06_train.ipynb #b46fe283
 class LossMeter:
     "Sum of losses kept on the device (no host sync per step); `read` averages them over steps and processes, NaN if any was not finite."
     def __init__(self, device): self.sum, self.bad, self.n = torch.zeros((), device=device), torch.zeros((), device=device), 0
@@ -377,7 +377,7 @@ def log_record(log: MetricsLog | None, # None on ranks other than 0
     else: bar.write(f"epoch {rec['epoch']}: " + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
                                                           for k, v in rec.items() if k not in ('step', 'epoch')))
 
-# %% ../nbs/06_train.ipynb #45e282a8
+# %% ../nbs/06_train.ipynb #2f99312c
 def _rng_state(device) -> dict:
     s = dict(torch=torch.get_rng_state(), python=random.getstate())
     if device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
@@ -407,7 +407,7 @@ def checkpoint_state(model: torch.nn.Module, step: TrainStep, tc: TrainConfig, p
     return dict(model=model.state_dict(), **(meta or {}), train_config=asdict(tc), optimizer=step.opt.state_dict(),
                 scheduler=step.sched.state_dict(), scaler=step.scaler.state_dict(), **pos, rng=_rng_state(device), version=1)
 
-# %% ../nbs/06_train.ipynb #ec7fb0ab
+# %% ../nbs/06_train.ipynb #120aed69
 def run_monitor(monitor, # (model, epoch) -> dict or None
                 model: torch.nn.Module, epoch: int) -> dict | None:
     "Call `monitor(model, epoch)` in eval mode without gradients; the model's mode is restored afterwards."
@@ -417,7 +417,7 @@ def run_monitor(monitor, # (model, epoch) -> dict or None
         with torch.no_grad(): return monitor(model, epoch)
     finally: model.train(was)
 
-# %% ../nbs/06_train.ipynb #16789b20
+# %% ../nbs/06_train.ipynb #f09f56b9
 def _param_fingerprint(model) -> torch.Tensor:
     "Per-parameter (sum, sum of squares): equal on all ranks when they hold the same weights."
     return torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in model.parameters()])
