@@ -8,8 +8,9 @@ import json, math, platform, time
 from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 import torch
-from .model import MAEConfig, MaskedAutoencoder, count_flops
-from .train import RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, make_train_step, param_groups, resolve_device
+from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
+from .train import (AMP_MODES, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints, check_result_path,
+                          make_train_step, param_groups, resolve_device)
 from .weights import have_transformers, hf_model
 
 # %% auto #0
@@ -292,8 +293,21 @@ class BenchConfig:
     epochs: int = 800                 # epochs for time_to_train
     json: str | None = None           # also write the results here as JSON
 
+    def __post_init__(self):
+        check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
+        check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
+        check_positive_ints(self, 'batch_size', 'iters', 'windows', 'epochs')
+        check_positive_ints(self, 'decoder_depth', optional=True)
+        check_value(self.warmup >= 0, 'warmup', self.warmup, 'at least 0')
+        check_value(self.peak_tflops is None or self.peak_tflops > 0, 'peak_tflops', self.peak_tflops, 'positive')
+        names = self.contenders.split(',')
+        check_value(bool(names) and set(names) <= set(CONTENDERS), 'contenders', self.contenders, f"a comma-separated subset of {','.join(CONTENDERS)}")
+        check_value(self.time_to_train is None or all(x.isdigit() and int(x) > 0 for x in self.time_to_train.split(',')),
+                    'time_to_train', self.time_to_train, 'GPU counts separated by commas, e.g. 1,8,64')
+
 def run_bench(bc: BenchConfig) -> dict:
     "Run `benchmark` as `bc` says; print the table (and the time to train) first, then write the JSON."
+    if bc.json: check_result_path(bc.json, 'rows', '--json')
     over = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth)
     res = benchmark(MAEConfig.from_preset(bc.preset, **over), bc.batch_size, bc.device, bc.amp, bc.compile, bc.fused,
                     bc.warmup, bc.iters, bc.windows, bc.peak_tflops, tuple(bc.contenders.split(',')))

@@ -4,9 +4,9 @@
 
 # %% ../nbs/13_cli.ipynb #59e174bf
 from __future__ import annotations
-import argparse, dataclasses, inspect, re, sys, typing
+import argparse, dataclasses, inspect, os, re, sys, typing
 from . import __version__
-from .data import DATASETS
+from .data import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
 from .experiments import (ABLATION, ABLATIONS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
@@ -15,10 +15,11 @@ from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS, flops_table
 from .weights import convert
-from .train import AMP_MODES
+from .train import AMP_MODES, RunError
 
 # %% auto #0
-__all__ = ['CHOICES', 'FLAG_NAMES', 'COMMANDS', 'field_docs', 'config_flags', 'config_from', 'build_parser', 'main']
+__all__ = ['CHOICES', 'FLAG_NAMES', 'COMMANDS', 'USER_ERRORS', 'field_docs', 'config_flags', 'config_from', 'build_parser',
+           'main']
 
 # %% ../nbs/13_cli.ipynb #2e713cf4
 def field_docs(cls) -> dict[str, str]:
@@ -77,14 +78,14 @@ def _run_commands(sub):
              'and linear-probe results (pretrained vs random init) to --out. Running it again continues an interrupted run.',
              DemoConfig, skip={'preset'})
     _command(sub, 'pretrain', 'pretrain a masked autoencoder (one process, or under torchrun)',
-             'Pretrain a masked autoencoder. Under torchrun, every process runs this same command.', PretrainConfig, skip={'betas'})
+             'Pretrain a masked autoencoder. Under torchrun, every process runs this same command. ' + SKIP_POLICY, PretrainConfig, skip={'betas'})
     _command(sub, 'finetune', 'fine-tune a pretrained encoder as a classifier (or train it from scratch: no --checkpoint)',
              "Fine-tune the encoder of a pretraining checkpoint with the paper's recipe (layer-wise lr decay, drop path, RandAugment, "
              'MixUp/CutMix, label smoothing); without --checkpoint, train the same architecture (--preset) from scratch with the same '
-             'recipe. Under torchrun, every process runs it.', FinetuneConfig, skip={'betas'})
+             'recipe. Under torchrun, every process runs it. ' + SKIP_POLICY, FinetuneConfig, skip={'betas'})
     _command(sub, 'probe', "linear probe and kNN accuracy of a checkpoint's encoder",
              "Extract the encoder's features (no masking) for the train and test splits, then train the paper's linear probe "
-             '(BatchNorm without affine + linear) and run a kNN classifier.', ProbeConfig, skip={'linear'}, positional={'checkpoint'})
+             '(BatchNorm without affine + linear) and run a kNN classifier. ' + SKIP_POLICY, ProbeConfig, skip={'linear'}, positional={'checkpoint'})
     _command(sub, 'knn', "kNN accuracy of a checkpoint's encoder (no training: seconds)",
              "Weighted cosine kNN (k neighbours vote with exp(similarity / 0.07)) on the encoder's features.",
              ProbeConfig, skip={'linear', 'epochs', 'random_init', 'seed'}, positional={'checkpoint'})
@@ -122,10 +123,16 @@ def _other_commands(sub):
     f.add_argument('presets', nargs='*', type=_choice('preset', PRESETS), help=f'presets (default: all of {", ".join(PRESETS)})')
     f.add_argument('--mask-ratio', type=_ratio, default=0.75, help='fraction of patches removed (default: 0.75)')
 
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a mistake is one line on stderr (with where to look), not the usage block."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `mae_nb` argument parser: one subcommand per run."
-    p = argparse.ArgumentParser(prog='mae_nb', description='Masked autoencoders (He et al., 2021), derived in notebooks.')
+    p = _Parser(prog='mae_nb', description='Masked autoencoders (He et al., 2021), derived in notebooks.')
     p.add_argument('--version', action='version', version=f'mae_nb {__version__}')
+    p.add_argument('--debug', action='store_true', help='show the full traceback of an error (also: environment variable MAE_NB_DEBUG=1)')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     _run_commands(sub); _other_commands(sub)
     return p
@@ -150,13 +157,26 @@ def _run(args):
     return COMMANDS[args.command](args)
 
 # %% ../nbs/13_cli.ipynb #ea615559
+USER_ERRORS = (ValueError, OSError, FloatingPointError, RunError)   # errors a user can act on; anything else is a bug
+
+def _one_line(e: BaseException) -> str:
+    "An error's message on one line (an OSError from the system: its words and the file)."
+    if isinstance(e, OSError) and e.strerror and not str(e).startswith(e.strerror):
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return ' '.join(str(e).split())
+
 def main(argv: list[str] | None = None):
     "Entry point of the `mae_nb` console command."
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get('MAE_NB_DEBUG', '') not in ('', '0')
     try: _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
-        print(f'mae_nb {args.command}: error: {e}', file=sys.stderr)
+    except USER_ERRORS as e:
+        if debug: raise
+        print(f'mae_nb {args.command}: error: {_one_line(e)}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f'\nmae_nb {args.command}: interrupted; the last checkpoint is kept (continue with --resume)', file=sys.stderr)
         sys.exit(130)
+    except Exception:
+        print(f'mae_nb {args.command}: an unexpected error, probably a bug in mae_nb: please report it with the traceback below', file=sys.stderr)
+        raise

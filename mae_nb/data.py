@@ -4,16 +4,17 @@
 
 # %% ../nbs/05_data.ipynb #761141c7
 from __future__ import annotations
-import gzip, hashlib, math, os, pickle, struct
+import functools, gzip, hashlib, math, os, pickle, re, struct, sys
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'data_dir', 'read_idx',
-           'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset', 'crop_boxes',
-           'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder', 'FolderLoader', 'image_bytes',
-           'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader']
+__all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'data_dir',
+           'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset',
+           'crop_boxes', 'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder',
+           'UnreadableImages', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader',
+           'make_loader']
 
 # %% ../nbs/05_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -329,15 +330,63 @@ def imagefolder(root: str | Path, # the folder holding one folder per split (`tr
     else: geometry = [T.Resize(int(img_size / 0.875), interpolation=bicubic), T.CenterCrop(img_size)]
     return torchvision.datasets.ImageFolder(str(folder), transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
 
+# %% ../nbs/05_data.ipynb #39174fc5
+SKIP_POLICY = ("Unreadable image files (corrupt, truncated, or not images) are skipped, never a crash: the next readable image "
+               "of the folder stands in for each, so batches and resumed runs stay reproducible, and each one is named once on stderr.")
+
+class UnreadableImages(ValueError):
+    "No image of the dataset can be read, so none can stand in for the unreadable ones."
+
+_REPORTED: set[str] = set()    # the unreadable files this process has named on stderr
+
+@functools.cache
+def _unreadable_errors() -> tuple[type, ...]:
+    "What reading or decoding a damaged file raises: PIL's errors (OSError, also for truncated files), torchvision decoders' RuntimeError, ValueError."
+    from PIL.Image import DecompressionBombError
+    return (OSError, ValueError, RuntimeError, SyntaxError, struct.error, DecompressionBombError)
+
+def _sample_path(dataset, i: int) -> str:
+    "The file behind `dataset[i]`, through `Subset`s; 'sample i' for a dataset without files."
+    while isinstance(dataset, torch.utils.data.Subset): dataset, i = dataset.dataset, dataset.indices[i]
+    samples = getattr(dataset, 'samples', None)
+    return str(samples[i][0]) if samples is not None else f'sample {i}'
+
+def _first_line(e: Exception) -> str:
+    "An error's first line, without the C++ source location torchvision's decoders put first or the file object PIL names."
+    line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [''])[0])
+    return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
+
+def _first_readable(dataset, i: int, load) -> tuple:
+    "(j, load(j)) for the first j = i, i+1, … (modulo len(dataset)) that loads; each unreadable file on the way is named on stderr, once per process."
+    n, bad = len(dataset), []
+    for k in range(n):
+        j = (i + k) % n
+        try: out = load(j)
+        except _unreadable_errors() as e:
+            if isinstance(e, torch.OutOfMemoryError): raise             # the device's trouble, not the file's
+            bad.append((j, f'{type(e).__name__}: {_first_line(e)}')); continue    # (not e: its traceback would hold this frame)
+        for b, why in bad:
+            if (path := _sample_path(dataset, b)) not in _REPORTED:
+                _REPORTED.add(path)
+                print(f"mae_nb: skipping unreadable image {path} ({why}); image {j} ({_sample_path(dataset, j)}) stands in",
+                      file=sys.stderr, flush=True)
+        return j, out
+    raise UnreadableImages(f"none of the {n} images can be read (the first, {_sample_path(dataset, i)}, fails with {bad[0][1]}): "
+                           "check the files, or point root at the right folder")
+
 # %% ../nbs/05_data.ipynb #81f152e9
 class _SeededSamples(torch.utils.data.Dataset):
-    "`dataset[i]` computed with torch's CPU generator seeded from (seed, epoch, i); the previous state is restored."
+    "`dataset[i]` computed with torch's CPU generator seeded from (seed, epoch, i), the previous state restored; for an unreadable file, the next readable sample, its label marked `-(label + 1)`."
     def __init__(self, dataset, seed: int, epoch: int): self.dataset, self.seed, self.epoch = dataset, seed, epoch
     def __len__(self): return len(self.dataset)
     def __getitem__(self, i):
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(mix_seed(self.seed, self.epoch, int(i)))
-            return self.dataset[i]
+        i = int(i)
+        def load(j):
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(mix_seed(self.seed, self.epoch, i))     # slot i's draws, whoever fills it
+                return self.dataset[j]
+        j, (x, y) = _first_readable(self.dataset, i, load)
+        return (x, y) if j == i else (x, -(y + 1))
 
 class FolderLoader(_EpochLoader):
     "Same interface as TensorLoader (len, set_epoch, iter_from, __iter__) over a map-style dataset (ImageFolder), through a torch DataLoader: workers, pinned memory, non-blocking copies."
@@ -351,6 +400,7 @@ class FolderLoader(_EpochLoader):
                  drop_last: bool | None = None, # drop the last partial batch; default: when training
                 ):
         self.dataset, self.device, self.num_workers = dataset, torch.device(device), num_workers
+        self.skipped, self.bad_files = 0, set()     # stand-ins served for unreadable files, all epochs together; their paths
         self._setup(len(dataset), batch_size, train, seed, rank, world_size, drop_last)
 
     def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are never loaded
@@ -362,10 +412,33 @@ class FolderLoader(_EpochLoader):
             _SeededSamples(self.dataset, self.seed, self.epoch), batch_size=self.batch_size, sampler=order,
             num_workers=self.num_workers, pin_memory=self.device.type == 'cuda', drop_last=self.drop_last,
             generator=torch.Generator())      # its own: creating worker seeds must not draw from the global RNG
-        return self._batches(loader)
+        return self._batches(loader, order)
 
-    def _batches(self, loader):
-        for x, y in loader: yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def _batches(self, loader, order):
+        batches, failed = iter(loader), None
+        try:
+            for b, (x, y) in enumerate(batches):
+                y = self._unmark(y, order[b * self.batch_size:(b + 1) * self.batch_size])
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        except UnreadableImages as e:       # from a worker, its message follows the worker's traceback: keep the message
+            failed = str(e).rsplit('UnreadableImages: ', 1)[-1].strip()
+        if failed is not None:              # stop the workers now: the worker's error sits in a reference cycle, which would keep them
+            getattr(batches, '_shutdown_workers', lambda: None)()     # until a garbage collection, and that then waits 5 s for each
+            raise UnreadableImages(failed)
+
+    def _unmark(self, y, idx):
+        "Count the batch's stand-ins (labels marked `-(label + 1)`) and give them their labels back."
+        marked = y < 0
+        if not marked.any(): return y
+        self._skipped([idx[k] for k in marked.nonzero().flatten().tolist()])
+        return torch.where(marked, -y - 1, y)
+
+    def _skipped(self, slots):
+        "Record that the samples at dataset indices `slots` were unreadable and replaced."
+        for i in slots:
+            path = _sample_path(self.dataset, i)
+            self.bad_files.add(path); _REPORTED.add(path)     # workers forked later need not name it again
+        self.skipped += len(slots)
 
 # %% ../nbs/05_data.ipynb #196fec56
 def image_bytes(root: str | Path, # the folder holding one folder per split
@@ -435,6 +508,14 @@ def _bytes_collate(batch):
     "One flat uint8 tensor (a single shared-memory block from a worker), each file's length, the labels."
     return torch.cat([d for d, _ in batch]), [len(d) for d, _ in batch], torch.tensor([y for _, y in batch])
 
+class _ReadOrEmpty(torch.utils.data.Dataset):
+    "`dataset[i]`, or (no bytes, -1) where the file cannot be read: its decoding then fails, and the loader finds a stand-in."
+    def __init__(self, dataset): self.dataset = dataset
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i):
+        try: return self.dataset[i]
+        except _unreadable_errors(): return torch.empty(0, dtype=torch.uint8), -1
+
 class DeviceDecodeLoader(FolderLoader):
     "FolderLoader whose workers only read files; decoding (nvJPEG on CUDA), crops, resizing and normalisation run on `device`."
     def __init__(self, dataset, # map-style, `dataset[i]` → (file bytes uint8 (n,), label), e.g. `image_bytes(...)`
@@ -454,15 +535,36 @@ class DeviceDecodeLoader(FolderLoader):
         "The current epoch's batches from batch `start` on: exactly those `iter_from(0)` yields there."
         start = self._check_start(start)
         order = self.indices()[start * self.batch_size:].tolist()
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
+        loader = torch.utils.data.DataLoader(_ReadOrEmpty(self.dataset), batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
                                              collate_fn=_bytes_collate, drop_last=self.drop_last, generator=torch.Generator())
-        return self._decoded(loader, start)
+        return self._decoded(loader, order, start)
 
-    def _decoded(self, loader, start):
-        for i, (flat, lengths, y) in enumerate(loader, start):
-            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i, self.rank))
-            x = crop_resize(decode_images(list(flat.split(lengths)), self.device), self.img_size, self.augment, g)
-            yield x, y.to(self.device, non_blocking=True)
+    def _decoded(self, loader, order, start):
+        for b, (flat, lengths, y) in enumerate(loader):
+            files = list(flat.split(lengths))
+            try: imgs = decode_images(files, self.device)
+            except _unreadable_errors() as e:
+                if isinstance(e, torch.OutOfMemoryError): raise
+                imgs = None                              # one bad file fails the batched call: decode the files one by one
+            if imgs is None: imgs, y = self._one_by_one(files, y, order[b * self.batch_size:(b + 1) * self.batch_size])
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, start + b, self.rank))
+            yield crop_resize(imgs, self.img_size, self.augment, g), y.to(self.device, non_blocking=True)
+
+    def _one_by_one(self, files, y, idx):
+        "Decode a batch file by file; an unreadable file's slot gets the next readable image of the dataset and its label."
+        def load(j):
+            data, label = self.dataset[j]
+            return decode_images([data], self.device)[0], label
+        imgs, y, slots = [], y.clone(), []
+        for k, (data, i) in enumerate(zip(files, idx)):
+            try: imgs.append(decode_images([data], self.device)[0]); continue
+            except _unreadable_errors() as e:
+                if isinstance(e, torch.OutOfMemoryError): raise
+            j, (img, y[k]) = _first_readable(self.dataset, i, load)       # from i itself: reading it again names its error
+            imgs.append(img)
+            if j != i: slots.append(i)
+        self._skipped(slots)
+        return imgs, y
 
 # %% ../nbs/05_data.ipynb #7ab9281d
 def make_loader(name: str, # one of `DATASETS`
@@ -477,7 +579,9 @@ def make_loader(name: str, # one of `DATASETS`
                 limit: int | None = None, # use only the first `limit` images of the split
                 decode: str = 'workers', # imagefolder: 'workers' (PIL in DataLoader workers) or 'device' (JPEGs decoded on `device`: nvJPEG on CUDA)
                ) -> TensorLoader | FolderLoader:
-    "The loader for a dataset: in memory on the device for fmnist and cifar10, from disk through workers for image folders."
+    """The loader for a dataset: in memory on the device for fmnist and cifar10, from disk through workers for image folders.
+
+    Image folders: unreadable files are skipped (the next readable image stands in), named once on stderr, counted in `loader.skipped`."""
     _check_dataset(name)
     if decode not in ('workers', 'device'): raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
     augment = train if augment is None else augment

@@ -12,8 +12,9 @@ from .data import TensorLoader, dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS
-from .model import PRESETS, MAEConfig, MaskedAutoencoder, with_img_size
-from .train import TrainConfig, build_loader, load_model, pretrain, read_metrics, resolve_device
+from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, with_img_size
+from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model, pretrain, read_metrics,
+                          resolve_device)
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain', 'knn_monitor_for',
@@ -34,6 +35,8 @@ class PretrainConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         self.model_config()                                   # refuse a bad preset or field now, not after loading data
+        check_value(self.knn_every >= 0, 'knn_every', self.knn_every, 'at least 0 (0: never)')
+        check_positive_ints(self, 'knn_train')
 
     def model_config(self) -> MAEConfig:
         "The preset with this run's changes."
@@ -98,6 +101,13 @@ class ProbeConfig:
 
     def __post_init__(self):
         if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
+        check_positive_ints(self, 'epochs', 'k', 'batch_size')
+        check_positive_ints(self, 'limit', 'eval_limit', 'img_size', optional=True)
+        for k in ('holdout', 'seed'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+
+    def result_path(self) -> Path | None:
+        "Where the results go: `out`, or probe.json beside the checkpoint (kNN alone: only to `out`)."
+        return Path(self.out) if self.out else Path(self.checkpoint).with_name('probe.json') if self.linear else None
 
 # %% ../nbs/12_experiments.ipynb #80726192
 def _fit_to_dataset(model: MaskedAutoencoder, pc: ProbeConfig) -> MaskedAutoencoder:
@@ -157,6 +167,8 @@ def probe_encoder(model: MaskedAutoencoder, # its encoder is probed (with nothin
 # %% ../nbs/12_experiments.ipynb #bef18ec1
 def probe(pc: ProbeConfig) -> dict:
     "Probe `pc.checkpoint` (and a random init of its architecture with `random_init`); print the results and write them as JSON."
+    path = pc.result_path()
+    if path is not None: check_result_path(path, 'pretrained', '--out')   # before the work, not after it
     model = load_model(pc.checkpoint)
     res = dict(checkpoint=pc.checkpoint, dataset=pc.dataset, pretrained=probe_encoder(model, pc))
     if pc.random_init:
@@ -167,8 +179,7 @@ def probe(pc: ProbeConfig) -> dict:
         r = res[k]
         print(f"{k}: " + (f"linear probe {r['linear_probe']:.2f}%, " if 'linear_probe' in r else '')
               + f"kNN (k={pc.k}, {r['pool']}-pooled, {r['train_images']:,} remembered, {r['eval_images']:,} {r['eval_split']} images) {r['knn']:.2f}%")
-    if pc.out or pc.linear:                                 # kNN alone writes only when asked to
-        path = Path(pc.out) if pc.out else Path(pc.checkpoint).with_name('probe.json')
+    if path is not None:                                    # printed first, written after: a failed write loses nothing
         path.write_text(json.dumps(res, indent=1))
         print(f'wrote {path}')
     return res
@@ -189,6 +200,12 @@ class DemoConfig:
     probe_train: int = 10_000       # training images the probe is fitted on
     eval_limit: int | None = None   # score the probe on only the first N test images (default: all 10,000)
     preset: str = 'fmnist'          # the model (the demo's data is Fashion-MNIST: 1 channel, 28×28)
+
+    def __post_init__(self):
+        check_positive_ints(self, 'epochs', 'probe_epochs', 'batch_size', 'probe_train')
+        check_positive_ints(self, 'limit', 'eval_limit', optional=True)
+        check_value(self.blr > 0, 'blr', self.blr, 'positive'); check_value(self.warmup_epochs >= 0, 'warmup_epochs', self.warmup_epochs, 'at least 0')
+        check_value(self.pool in POOLS, 'pool', self.pool, f"one of {', '.join(POOLS)}")
 
 DEMO = DemoConfig()
 
@@ -217,7 +234,7 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
         ) -> dict:
     "Pretrain on Fashion-MNIST, write pictures, and compare the linear probe of the pretrained and a random-init encoder."
     dc = DemoConfig(**{**asdict(dc or DEMO), **changes})
-    out, t0 = Path(dc.out), time.perf_counter()
+    out, t0 = check_writable(dc.out), time.perf_counter()
     mc = MAEConfig.from_preset(dc.preset)
     tc = TrainConfig(dataset='fmnist', epochs=dc.epochs, batch_size=dc.batch_size, blr=dc.blr, warmup_epochs=dc.warmup_epochs,
                      limit=dc.limit, out_dir=str(out), resume=True, device=dc.device)
@@ -302,7 +319,10 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     longer = epochs is not None and epochs != b['epochs']
     if longer: b = dict(b, epochs=epochs)
     path = Path(out)/f"{variant}-seed{seed}{f'-ep{epochs}' if longer else ''}{'-smoke' if smoke else ''}.json"
-    if path.exists() and not force: return json.loads(path.read_text())
+    if path.exists() and not force:
+        res = json.loads(path.read_text()); print(_ablation_line(res) + ' (reused)', flush=True)
+        return res
+    check_writable(out, '--out'); check_writable(work, '--work')
     t0, run = time.perf_counter(), Path(work)/path.stem
     mc, pre, probe, ft = _ablation_stages(variant, seed, b, run, device, smoke)
     command = (f"mae_nb ablate {variant} --seeds {seed}" + (f' --epochs {epochs}' if longer else '') + (' --smoke' if smoke else '')
@@ -313,20 +333,17 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
                pretrain_img_per_s=pre and median_img_per_s(read_metrics(run/'pretrain'/'metrics.jsonl', has='loss')), finetune_s=ft['train_s'],
                eval_images=probe['eval_images'], wall_s=round(time.perf_counter() - t0, 1),
                torch=torch.__version__, device=str(resolve_device(device)), threads=torch.get_num_threads())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    print(_ablation_line(res), flush=True)                     # printed first, written after
     path.write_text(json.dumps(res, indent=1) + '\n')
     return res
+
+def _ablation_line(r: dict) -> str:
+    return (f"{r['variant']:>20} seed {r['seed']}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
+            + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''))
 
 # %% ../nbs/12_experiments.ipynb #4e9c3bc3
 def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
                    seeds: list[int] = (0,), **kw, # the other arguments of `ablate`
                   ) -> list[dict]:
-    "Run `ablate` for every variant and seed (existing results are reused), printing one line per run."
-    out = []
-    for seed in seeds:
-        for v in (list(ABLATIONS) if 'all' in variants else variants):
-            r = ablate(v, seed, **kw)
-            print(f"{v:>20} seed {seed}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
-                  + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''), flush=True)
-            out.append(r)
-    return out
+    "Run `ablate` for every variant and seed (existing results are reused); each prints its line."
+    return [ablate(v, seed, **kw) for seed in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]

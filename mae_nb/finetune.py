@@ -12,9 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .data import dataset_info, mix_seed
 from .evaluate import POOLS
-from .model import MAEConfig, PRESETS, is_decoder_key
+from .model import MAEConfig, PRESETS, check_value, is_decoder_key
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
-from .train import NO_DECAY_NAMES, TrainConfig, build_loader, dist_setup, fit, load_checkpoint, read_metrics
+from .train import (NO_DECAY_NAMES, TrainConfig, build_loader, check_positive_ints, dist_setup, fit, load_checkpoint, prepare_out,
+                          read_metrics)
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
@@ -187,6 +188,12 @@ class FinetuneConfig(TrainConfig):
         super().__post_init__()
         if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
         if self.checkpoint is None and self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        check_value(0 < self.layer_decay <= 1, 'layer_decay', self.layer_decay, 'in (0, 1] (1: no decay)')
+        for k in ('drop_path', 'smoothing'): check_value(0 <= getattr(self, k) < 1, k, getattr(self, k), 'in [0, 1)')
+        for k in ('mixup', 'cutmix', 'randaug_ops', 'eval_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0 (0: off)')
+        check_value(0 <= self.randaug_magnitude <= 30, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 30] (RandAugment has 31 levels)')
+        check_positive_ints(self, 'eval_limit', 'img_size', optional=True)
+        check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
 
 # %% ../nbs/09_finetune.ipynb #9addc6f8
 def _dataset_classes(fc: FinetuneConfig) -> int | None:
@@ -224,6 +231,7 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
 # %% ../nbs/09_finetune.ipynb #ed97f634
 def finetune(fc: FinetuneConfig) -> dict:
     "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
+    prepare_out(fc)
     rank, world, device = dist_setup(fc.device)
     torch.manual_seed(fc.seed); random.seed(fc.seed)
     model, _ = _classifier(fc)

@@ -9,13 +9,22 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 from .patches import patchify, unpatchify
-from .masking import MASKINGS, check_mask_ratio, mask_noise, random_masking
+from .masking import MASKINGS, check_mask_ratio, mask_noise, num_keep, random_masking
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
-__all__ = ['PRESETS', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
+__all__ = ['PRESETS', 'check_value', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
            'encoder_state_dict', 'with_img_size', 'count_flops', 'flops_table']
+
+# %% ../nbs/04_mae.ipynb #0a10572d
+def check_value(ok: bool, # the condition the value must meet
+                name: str, # the field, e.g. 'mask_ratio' (shown as the flag --mask-ratio)
+                value, # the value given
+                rule: str, # what would be valid, e.g. 'at least 1'
+               ):
+    "Raise a one-line `ValueError` naming the flag, the value and the valid range unless `ok`."
+    if not ok: raise ValueError(f"--{name.replace('_', '-')} {value if value != '' else repr(value)}: must be {rule}")
 
 # %% ../nbs/04_mae.ipynb #5b848f2d
 @dataclass
@@ -39,6 +48,9 @@ class MAEConfig:
     def __post_init__(self):
         def need(ok, msg):
             if not ok: raise ValueError(msg)
+        for k in ('img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'decoder_embed_dim', 'decoder_depth', 'decoder_num_heads'):
+            check_value(isinstance(getattr(self, k), int) and getattr(self, k) >= 1, k, getattr(self, k), 'a whole number of at least 1')
+        check_value(self.mlp_ratio > 0, 'mlp_ratio', self.mlp_ratio, 'positive')
         need(self.img_size % self.patch_size == 0, f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         need(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         need(self.decoder_embed_dim % self.decoder_num_heads == 0,
@@ -47,6 +59,9 @@ class MAEConfig:
              "embed_dim and decoder_embed_dim must be divisible by 4 (2-D sine-cosine positions)")
         need(self.masking in MASKINGS, f"unknown masking {self.masking!r}: choose one of {', '.join(MASKINGS)}")
         self.mask_ratio = check_mask_ratio(self.mask_ratio)
+        N = self.num_patches
+        check_value(num_keep(N, self.mask_ratio) >= 1, 'mask_ratio', self.mask_ratio,
+                    f"below {1 - 1 / N:.4g} for {self.img_size}-px images in {self.patch_size}-px patches: it would leave none of the {N} patches visible")
 
     @property
     def grid_size(self) -> int: return self.img_size // self.patch_size

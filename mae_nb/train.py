@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #50d231ca
 from __future__ import annotations
-import json, math, os, random, time
+import json, math, os, random, re, tempfile, time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,14 +12,15 @@ import torch
 import torch.distributed as dist
 from .data import DATASETS, dataset_info, make_loader, mix_seed
 from .masking import mask_noise
-from .model import MAEConfig, MaskedAutoencoder
+from .model import MAEConfig, MaskedAutoencoder, check_value
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'NO_DECAY_NAMES', 'START', 'TrainConfig', 'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype',
-           'TrainStep', 'overfit', 'save_checkpoint', 'check_fits', 'load_checkpoint', 'load_model', 'batch_noise',
-           'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'RunPlan', 'plan_run', 'make_optimizer',
-           'make_train_step', 'LossMeter', 'Clock', 'log_record', 'restore', 'checkpoint_state', 'run_monitor',
-           'ranks_in_sync', 'fit', 'pretrain']
+__all__ = ['AMP_MODES', 'NO_DECAY_NAMES', 'START', 'RESUMABLE', 'TrainConfig', 'check_positive_ints', 'param_groups',
+           'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint', 'RunError',
+           'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out', 'check_result_path',
+           'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'RunPlan', 'plan_run',
+           'make_optimizer', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore',
+           'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -49,17 +50,31 @@ class TrainConfig:
     decode: str = 'workers'         # ImageFolder JPEGs: 'workers' (PIL in DataLoader workers) or 'device' (nvJPEG on CUDA)
     seed: int = 0                   # fixes the initialisation and every batch, crop and mask
     out_dir: str = 'runs/pretrain'  # checkpoint.pt and metrics.jsonl go here
-    resume: bool = False            # continue from out_dir/checkpoint.pt
+    resume: bool = False            # continue from OUT/checkpoint.pt with its settings (only epochs, device, amp, compile, workers, logging may change)
     ckpt_every: int = 0             # also checkpoint every N optimizer steps (0: at the end of each epoch only)
     log_every: int = 10             # read the loss every N steps (a host sync): log line, progress bar, NaN check
     progress: bool = True           # tqdm progress bar (rank 0)
 
     def __post_init__(self):
         if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-        if self.amp not in AMP_MODES: raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {self.amp!r}")
-        for k in ('epochs', 'batch_size', 'accum_iter', 'log_every'):
-            if getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+        check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
+        check_value(self.decode in ('workers', 'device'), 'decode', self.decode, 'workers or device')
+        check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
+        check_positive_ints(self, 'epochs', 'batch_size', 'accum_iter', 'log_every')
+        check_positive_ints(self, 'limit', optional=True)
+        for k in ('num_workers', 'seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+        check_value(self.blr > 0, 'blr', self.blr, 'positive')
+        check_value(self.lr is None or self.lr > 0, 'lr', self.lr, 'positive (or left out: blr × batch / 256)')
+        for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
         self.betas = tuple(self.betas)
+        check_value(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), 'betas', self.betas, 'two numbers in [0, 1)')
+
+def check_positive_ints(cfg, *names: str, optional: bool = False):
+    "Each field of `cfg` in `names` must be a whole number ≥ 1 (or None, when `optional`: the whole dataset, every image, ...)."
+    for k in names:
+        v = getattr(cfg, k)
+        if optional and v is None: continue
+        check_value(isinstance(v, int) and v >= 1, k, v, 'a whole number of at least 1' + (' (or left out: all of them)' if optional else ''))
 
 # %% ../nbs/06_train.ipynb #6677fe29
 NO_DECAY_NAMES = ('cls_token', 'mask_token', 'pos_embed', 'decoder_pos_embed')
@@ -167,14 +182,28 @@ def overfit(model: MaskedAutoencoder, # trained in place
 def save_checkpoint(path: str | Path, # where the checkpoint goes
                     state: dict, # what to save: tensors, numbers, strings, lists and dicts
                    ):
-    "Write `state` to `path` atomically: a temporary file, flushed to disk, then renamed."
+    "Write `state` to `path` atomically: a temporary file, flushed to disk, then renamed; on failure nothing but the old file is left."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(state, f)
-        f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, 'wb') as f:
+            torch.save(state, f)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:                         # a full disk surfaces as OSError or as torch's writer error
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass
+        kept = f'; the previous checkpoint is kept' if path.exists() else ''
+        raise RunError(f"could not write {path} ({_reason(e)}){kept}: free some disk space, or choose another --out") from None
+
+class RunError(Exception):
+    "A failure of a run that the user can act on (disk full, folder not writable, ...): the message says what to do."
+
+def _reason(e: BaseException) -> str:
+    "The first line of an exception's message (the OS's words for an OSError)."
+    if isinstance(e, OSError) and e.strerror: return e.strerror
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 # %% ../nbs/06_train.ipynb #85a16266
 def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
@@ -225,6 +254,37 @@ def load_model(path: str | Path, # a checkpoint of a masked autoencoder
     check_fits(ckpt, model, path)
     model.load_state_dict(ckpt['model'])
     return model
+
+# %% ../nbs/06_train.ipynb #3634ddb2
+def check_writable(folder: str | Path, # created if missing
+                   flag: str = '--out', # named in the message
+                  ) -> Path:
+    "Make sure files can be created in `folder` (by creating and removing one), else a one-line `RunError`."
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.mae_nb-write-test-'): pass
+    except OSError as e: raise RunError(f"{flag} {folder}: cannot write there ({_reason(e)}): choose a folder you can write to") from None
+    return folder
+
+def prepare_out(tc: TrainConfig) -> Path:
+    "Before any work: the run's folder is writable, and a run already there is only continued with `resume`."
+    out = check_writable(tc.out_dir)
+    if (out/'checkpoint.pt').exists() and not tc.resume:
+        raise FileExistsError(f"{out/'checkpoint.pt'} exists: pass --resume to continue that run, or choose another --out")
+    return out
+
+def check_result_path(path: str | Path, kind: str, # a key every result of this kind has, e.g. 'pretrained'
+                      flag: str = '--out') -> Path:
+    "Refuse (one line) to write a result to `path` if its folder is not writable or `path` holds something else than such a result."
+    path = Path(path)
+    if path.is_dir(): raise RunError(f"{flag} {path} is a folder: give a file name, e.g. {path/'result.json'}")
+    if path.exists():
+        try: ok = kind in json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, OSError): ok = False
+        if not ok: raise RunError(f"{flag} {path} exists and is not a result of this kind: choose another file name")
+    check_writable(path.parent, flag)
+    return path
 
 # %% ../nbs/06_train.ipynb #46b592bd
 def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
@@ -389,13 +449,33 @@ def _set_rng_state(s: dict, device):
 
 START = dict(epoch=0, batch=0, step=0, loss=float('nan'), elapsed_s=0.0, monitor=None)   # where a fresh run begins
 
-def restore(path: Path, model: torch.nn.Module, step: TrainStep, tc: TrainConfig, device, rank: int = 0) -> dict:
+# settings that may change when a run is resumed: how long (epochs extends it), where and how fast it runs, how it logs
+RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', 'device', 'amp', 'compile', 'fused', 'num_workers',
+                       'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit'})
+
+def changed_settings(ck: dict, tc: TrainConfig, meta: dict | None = None) -> list[str]:
+    "The run-defining settings (model config and `tc` outside RESUMABLE) in which `tc`/`meta` differ from checkpoint `ck`: '--name old → new'."
+    flag = lambda k: '--' + {'out_dir': 'out'}.get(k, k).replace('_', '-')
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    pairs = {k: (v, (meta or {}).get('config', {}).get(k)) for k, v in (ck.get('config') or {}).items() if meta and 'config' in meta}
+    for k, v in (ck.get('train_config') or {}).items():
+        if k not in RESUMABLE and k not in pairs and hasattr(tc, k): pairs[k] = (v, getattr(tc, k))
+    return [f'{flag(k)} {old!r} → {new!r}' for k, (old, new) in pairs.items() if norm(old) != norm(new)
+            and not (k in MAEConfig.__dataclass_fields__ and new is None)]
+
+def restore(path: Path, model: torch.nn.Module, step: TrainStep, tc: TrainConfig, device, rank: int = 0,
+            meta: dict | None = None, # the run's own checkpoint extras (its model 'config'), compared with the checkpoint's
+           ) -> dict:
     "Load model, optimizer, schedule, scaler and RNG states from `path` (with `tc.resume`); returns the position to continue from."
     if not path.exists():
         if tc.resume and rank == 0: print(f'--resume: no checkpoint in {path.parent}, starting from scratch')
         return dict(START)
     if not tc.resume: raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
-    ck = load_checkpoint(path, model)
+    ck = load_checkpoint(path)
+    changed = changed_settings(ck, tc, meta)
+    if changed: raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)}): resume with that run's settings, "
+                                 "or start a new run with another --out")
+    check_fits(ck, model, path)
     model.load_state_dict(ck['model']); step.opt.load_state_dict(ck['optimizer'])
     step.sched.load_state_dict(ck['scheduler']); step.scaler.load_state_dict(ck['scaler'])
     _set_rng_state(ck['rng'], device)
@@ -432,8 +512,8 @@ def ranks_in_sync(model, world: int, device) -> bool:
 def _finite(loss: float, step: int, epoch: int, ckpt: Path) -> float:
     "`loss`, unless it is not finite: then the run stops before it can overwrite its last good checkpoint."
     if math.isfinite(loss): return loss
-    raise FloatingPointError(f"loss became non-finite by step {step} (epoch {epoch}): stopped; the last good checkpoint "
-                             f"{ckpt} is kept. Resume it with a lower --blr, or --amp bf16 instead of fp16")
+    raise FloatingPointError(f"loss became non-finite by step {step} (epoch {epoch}): stopped; the last good checkpoint {ckpt} is kept. "
+                             "Resume it with --amp bf16 instead of fp16, or start again (another --out) with a lower --blr")
 
 # %% ../nbs/06_train.ipynb #807795ae
 def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
@@ -451,7 +531,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
     ckpt = Path(tc.out_dir)/'checkpoint.pt'
     plan = plan_run(tc, len(loader), world)
     step = make_train_step(model, groups, plan, tc, device, world)
-    pos = restore(ckpt, model, step, tc, device, rank)
+    pos = restore(ckpt, model, step, tc, device, rank, meta)
     log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step']) if rank == 0 else None
     bar = tqdm(total=plan.total, initial=pos['step'], desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
     meter, clock, n_micro = LossMeter(device), Clock(pos['elapsed_s']), plan.steps_per_epoch * tc.accum_iter
@@ -480,6 +560,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
     bar.close()
     summary = dict(step=pos['step'], epochs=tc.epochs, final_loss=pos['loss'], wall_s=round(time.perf_counter() - clock.t0, 1),
                    train_s=clock.elapsed(), lr=plan.lr, effective_batch=plan.eff_batch, world_size=world, checkpoint=str(ckpt))
+    if getattr(loader, 'skipped', 0): summary['skipped_images'] = loader.skipped     # unreadable files a neighbour stood in for
     return {**summary, **({'monitor': pos['monitor']} if pos['monitor'] else {}),
             **({'ranks_in_sync': ranks_in_sync(model, world, device)} if world > 1 else {})}
 
@@ -489,6 +570,7 @@ def pretrain(mc: MAEConfig, # the model to pretrain
              monitor=None, # (model, epoch) -> dict or None after each epoch, e.g. `evaluate.knn_monitor(...)`
             ) -> dict:
     "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
+    prepare_out(tc)
     rank, world, device = dist_setup(tc.device)
     torch.manual_seed(tc.seed); random.seed(tc.seed)
     model = MaskedAutoencoder(mc).to(device)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
-from .train import load_checkpoint, save_checkpoint
+from .train import RunError, check_writable, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
@@ -215,10 +215,20 @@ def save_hf(model: MaskedAutoencoder, path: str | Path) -> Path:
     to_hf(model).save_pretrained(str(path))
     return Path(path)
 
-def load_hf(path: str) -> MaskedAutoencoder:
-    "Our model from a `ViTMAEForPreTraining` folder or Hub name (e.g. written by `save_hf`)."
+def load_hf(path: str, # a ViTMAEForPreTraining folder, or the name of a Hub model already in the local cache
+           ) -> MaskedAutoencoder:
+    "Our model from a `ViTMAEForPreTraining` folder (e.g. written by `save_hf`) or a cached Hub model; never a network surprise."
     from transformers import ViTMAEForPreTraining
-    return from_hf(ViTMAEForPreTraining.from_pretrained(path))
+    local = Path(path).exists()
+    try: return from_hf(ViTMAEForPreTraining.from_pretrained(str(path), local_files_only=not local))
+    except OSError as e:
+        if not local and re.fullmatch(r'[\w-]+/[\w.-]+', str(path)):
+            raise FileNotFoundError(f"{path} is neither a folder nor a Hub model in the local cache: pass a folder written by save_hf, "
+                                    f"or download the model first (hf download {path}) on a machine with internet") from None
+        if not local: raise FileNotFoundError(f"{path} does not exist: pass a ViTMAEForPreTraining folder (config.json and weights, as save_hf writes)") from None
+        raise RunError(f"could not read {path} as a ViTMAEForPreTraining folder ({_first_line(e)}): pass a folder written by save_hf") from None
+
+def _first_line(e: BaseException) -> str: return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 # %% ../nbs/10_weights.ipynb #2c2b96cf
 def convert(src: str, dst: str,
@@ -229,6 +239,7 @@ def convert(src: str, dst: str,
            ) -> MaskedAutoencoder: # the model that was written
     "Read `src`, write `dst` in the form `to`, and say what was read and written."
     if to not in ('mae', 'timm', 'hf') or from_ not in ('mae', 'hf'): raise ValueError(f"convert from mae or hf to mae, timm or hf; got {from_} -> {to}")
+    check_writable(Path(dst).parent if to != 'hf' else Path(dst), 'DST')                   # before reading anything
     if from_ == 'hf': model = load_hf(src)
     else:
         model, report = load_pretrained(src, num_heads, decoder_num_heads, **({'norm_pix_loss': True} if norm_pix_loss else {}))
