@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
 from .train import (AMP_MODES, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints, check_result_path,
-                          make_train_step, param_groups, resolve_device)
+                          make_train_step, param_groups, resolve_device, write_json)
 from .weights import have_transformers, hf_model
 
 # %% auto #0
@@ -319,5 +319,5 @@ def run_bench(bc: BenchConfig) -> dict:
         res['time_to_train_h'] = hours = time_to_train(ours['img_per_s'], [int(n) for n in bc.time_to_train.split(',')], bc.epochs)
         print(f"\n{bc.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
               + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
-    if bc.json: Path(bc.json).write_text(json.dumps(res, indent=1, default=str))
+    if bc.json: write_json(bc.json, res)
     return res

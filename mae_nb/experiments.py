@@ -13,7 +13,7 @@ from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear
 from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, with_img_size
-from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model, pretrain, read_metrics,
+from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, write_json, load_model, pretrain, read_metrics,
                           resolve_device)
 
 # %% auto #0
@@ -49,7 +49,7 @@ def write_summary(summary: dict, out_dir: str | Path):
     "After a training run: rank 0 writes OUT/summary.json and prints it; every rank leaves the process group."
     import torch.distributed as dist
     if not dist.is_initialized() or dist.get_rank() == 0:
-        (Path(out_dir)/'summary.json').write_text(json.dumps(summary, indent=1))
+        write_json(Path(out_dir)/'summary.json', summary)
         print(json.dumps(summary))
     if dist.is_initialized(): dist.destroy_process_group()
 
@@ -180,7 +180,7 @@ def probe(pc: ProbeConfig) -> dict:
         print(f"{k}: " + (f"linear probe {r['linear_probe']:.2f}%, " if 'linear_probe' in r else '')
               + f"kNN (k={pc.k}, {r['pool']}-pooled, {r['train_images']:,} remembered, {r['eval_images']:,} {r['eval_split']} images) {r['knn']:.2f}%")
     if path is not None:                                    # printed first, written after: a failed write loses nothing
-        path.write_text(json.dumps(res, indent=1))
+        write_json(path, res)
         print(f'wrote {path}')
     return res
 
@@ -255,7 +255,7 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
                   probe_wall_s=round(time.perf_counter() - t_probe, 1), this_run_wall_s=round(time.perf_counter() - t0, 1),
                   config=asdict(mc), train_config=asdict(tc))
     _print_demo(result, dc, out)
-    (out/'probe.json').write_text(json.dumps(result, indent=1))
+    write_json(out/'probe.json', result)
     return result
 
 # %% ../nbs/12_experiments.ipynb #45a4728a
@@ -334,7 +334,7 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
                eval_images=probe['eval_images'], wall_s=round(time.perf_counter() - t0, 1),
                torch=torch.__version__, device=str(resolve_device(device)), threads=torch.get_num_threads())
     print(_ablation_line(res), flush=True)                     # printed first, written after
-    path.write_text(json.dumps(res, indent=1) + '\n')
+    write_json(path, res)
     return res
 
 def _ablation_line(r: dict) -> str:

@@ -18,9 +18,9 @@ from .model import MAEConfig, MaskedAutoencoder, check_value
 __all__ = ['AMP_MODES', 'NO_DECAY_NAMES', 'START', 'RESUMABLE', 'TrainConfig', 'check_positive_ints', 'param_groups',
            'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint', 'RunError',
            'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out', 'check_result_path',
-           'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'RunPlan', 'plan_run',
-           'make_optimizer', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore',
-           'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
+           'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'RunPlan',
+           'plan_run', 'make_optimizer', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings',
+           'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -286,6 +286,18 @@ def check_result_path(path: str | Path, kind: str, # a key every result of this 
     check_writable(path.parent, flag)
     return path
 
+def write_json(path: str | Path, obj) -> Path:
+    "Write `obj` as JSON to `path` atomically (a temporary file, then renamed); a failed write leaves no trace and says where."
+    path, text = Path(path), json.dumps(obj, indent=1, default=str) + '\n'
+    tmp = path.with_name(path.name + '.tmp')
+    try:
+        tmp.write_text(text); os.replace(tmp, path)
+    except OSError as e:
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass
+        raise RunError(f"could not write {path} ({_reason(e)}): free some disk space, or choose another place") from None
+    return path
+
 # %% ../nbs/06_train.ipynb #46b592bd
 def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
                 seed: int, # the run's seed
@@ -349,7 +361,9 @@ class MetricsLog:
         self.path.write_text(''.join(l + '\n' for l in kept))
 
     def write(self, **rec):
-        with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
+        try:
+            with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
+        except OSError as e: raise RunError(f"could not append to {self.path} ({_reason(e)}): free some disk space, or choose another --out") from None
 
 def read_metrics(path: str | Path, # a `metrics.jsonl` file
                  has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)
