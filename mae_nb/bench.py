@@ -124,8 +124,8 @@ def _build(name: str, cfg: MAEConfig) -> torch.nn.Module:
     raise ValueError(f"unknown contender {name!r}: choose from {', '.join(CONTENDERS)}")
 
 def _prepare(names, cfg: MAEConfig, imgs, noise, dev, amp, compile, fused, warmup: int, seed: int):
-    "Build and warm up each contender (it stays resident); returns its step, FLOPs and own peak memory, and what was skipped."
-    steps, flops, mem, skipped = {}, {}, {}, {}
+    "Build and warm up each contender (it stays resident); returns its step, FLOPs, own peak memory, warm-up seconds (compilation included) and what was skipped."
+    steps, flops, mem, warm, skipped = {}, {}, {}, {}, {}
     for name in names:
         if name == 'hf' and not have_transformers():
             skipped[name] = 'transformers is not installed (pip install transformers)'; print(f'skipping hf: {skipped[name]}'); continue
@@ -136,13 +136,15 @@ def _prepare(names, cfg: MAEConfig, imgs, noise, dev, amp, compile, fused, warmu
         try:
             steps[name] = bench_step(model, dev, amp, compile, fused)
             if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
+            t0 = time.perf_counter()
             for _ in range(max(warmup, 1)): steps[name](imgs, noise)
             synchronize(dev)
+            warm[name] = time.perf_counter() - t0                                       # compilation included
             mem[name] = (torch.cuda.max_memory_allocated(dev) - base) / 2**30 if dev.type == 'cuda' else None   # this contender's own
         except torch.OutOfMemoryError:
             skipped[name] = f'out of memory at batch {len(imgs)}: use a smaller --batch-size'; print(f'skipping {name}: {skipped[name]}')
             steps.pop(name, None); del model; torch.cuda.empty_cache()
-    return steps, flops, mem, skipped
+    return steps, flops, mem, warm, skipped
 
 # %% ../nbs/11_benchmark.ipynb #5de1becb
 def _row(name: str, secs: list[float], loss: float, fl: dict, mem, batch_size: int, peak_tf) -> dict:
@@ -173,13 +175,13 @@ def benchmark(cfg: MAEConfig | str, # a config, or a preset name
     g = torch.Generator().manual_seed(seed)
     imgs = torch.rand(batch_size, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g).to(dev)
     noise = torch.rand(batch_size, cfg.num_patches, generator=g).to(dev)
-    steps, flops, mem, skipped = _prepare(contenders, cfg, imgs, noise, dev, amp, compile, fused, warmup, seed)
+    steps, flops, mem, warm, skipped = _prepare(contenders, cfg, imgs, noise, dev, amp, compile, fused, warmup, seed)
     times, losses = {name: [] for name in steps}, {}
     for _ in range(windows):                        # round-robin: a slow spell of the machine hits every contender alike
         for name, step in steps.items():
             t = time_steps(step, imgs, noise, warmup=0, iters=iters, windows=1)
             times[name].append(t['sec_per_step']); losses[name] = t['loss']
-    rows = [_row(name, times[name], losses[name], flops[name], mem[name], batch_size, peak_tf) for name in steps]
+    rows = [dict(_row(name, times[name], losses[name], flops[name], mem[name], batch_size, peak_tf), warmup_s=warm[name]) for name in steps]
     del steps
     if dev.type == 'cuda': torch.cuda.empty_cache()
     speed = {r['name']: r['img_per_s'] for r in rows}
@@ -195,11 +197,11 @@ def format_bench(res: dict) -> str:
     f = lambda v, fmt: '–' if v is None else format(v, fmt)
     head = (f"{res['device']} ({res['device_type']}), batch {res['batch_size']}, {res['amp']}, compile={res['compile']}, "
             f"peak {f(res['peak_tflops'], '.1f')} TFLOP/s ({res['peak_source']})")
-    rows = [head, '', '| model | img/s | ms/step | enc GFLOPs/img | dec GFLOPs/img | train GFLOPs/img | TFLOP/s | MFU | peak mem (GiB) |',
-            '|---|---|---|---|---|---|---|---|---|']
+    rows = [head, '', '| model | img/s | ms/step | enc GFLOPs/img | dec GFLOPs/img | train GFLOPs/img | TFLOP/s | MFU | peak mem (GiB) | warm-up s |',
+            '|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
         rows.append(f"| {r['name']} | {r['img_per_s']:.1f} | {r['ms_per_step']:.1f} | {r['enc_gflops']:.3f} | {r['dec_gflops']:.3f} "
-                    f"| {r['train_gflops']:.3f} | {r['tflops']:.3f} | {f(r['mfu'], '.1%')} | {f(r['peak_mem_gib'], '.2f')} |")
+                    f"| {r['train_gflops']:.3f} | {r['tflops']:.3f} | {f(r['mfu'], '.1%')} | {f(r['peak_mem_gib'], '.2f')} | {r.get('warmup_s', 0):.1f} |")
     rows += [''] + [f"{k}: {v:.2f}× img/s" for k, v in res['ratios'].items()]
     rows += [f"{k}: skipped, {v}" for k, v in res['skipped'].items()]
     return '\n'.join(rows)

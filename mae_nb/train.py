@@ -13,17 +13,20 @@ import torch.distributed as dist
 from .data import DATASETS, dataset_info, make_loader, mix_seed
 from .masking import mask_noise
 from .model import MAEConfig, MaskedAutoencoder, check_value
+from .vit import Block
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'NO_DECAY_NAMES', 'START', 'RESUMABLE', 'TrainConfig', 'check_positive_ints', 'param_groups',
-           'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint', 'RunError',
-           'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out', 'check_result_path',
-           'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'RunPlan',
-           'plan_run', 'make_optimizer', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings',
-           'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
+__all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'START', 'RESUMABLE', 'TrainConfig', 'check_positive_ints',
+           'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint',
+           'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
+           'check_result_path', 'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
+           'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock',
+           'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit',
+           'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
+COMPILE_MODES = (None, 'default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')   # torch.compile's modes
 
 @dataclass
 class TrainConfig:
@@ -43,7 +46,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)   # AdamW betas (the paper's 0.95, not the usual 0.999)
     augment: bool = True            # RandomResizedCrop(0.2–1) + flip; off: the images as they are
     amp: str = 'auto'               # 'auto' (bf16 on CUDA, off on CPU), 'bf16', 'fp16' (with a grad scaler) or 'off'
-    compile: bool = False           # torch.compile the model
+    compile: bool = False           # torch.compile the transformer blocks (regional compilation; see compile_model)
+    compile_mode: str | None = None # torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune
     fused: bool | None = None       # fused AdamW; default: on CUDA
     device: str = 'auto'            # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     num_workers: int = 4            # DataLoader workers (ImageFolder only)
@@ -59,6 +63,7 @@ class TrainConfig:
         if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
         check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
         check_value(self.decode in ('workers', 'device'), 'decode', self.decode, 'workers or device')
+        check_value(self.compile_mode in COMPILE_MODES, 'compile_mode', self.compile_mode, 'default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs')
         check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
         check_positive_ints(self, 'epochs', 'batch_size', 'accum_iter', 'log_every')
         check_positive_ints(self, 'limit', optional=True)
@@ -406,16 +411,27 @@ def make_optimizer(groups: list[dict], # parameter groups; an optional 'lr_scale
     min_ratio = tc.min_lr / plan.lr
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, plan.warmup, plan.total, min_ratio))
 
+# %% ../nbs/06_train.ipynb #86ba6939
+def compile_model(model: torch.nn.Module,
+                  mode: str | None = None, # torch.compile's mode: None/'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
+                  backend='inductor', # torch.compile's backend (tests count graphs with a counting backend)
+                 ) -> torch.nn.Module: # the same model with its blocks compiled in place, or a compiled wrapper if it has none
+    "Regional compilation: every transformer `Block` compiled in place; a model without `Block`s is compiled whole."
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    if not blocks: return torch.compile(model, mode=mode, backend=backend)
+    torch._dynamo.config.specialize_float = False                 # drop-path rates stay symbolic: one graph for blocks differing only in rate
+    for b in blocks: b.compile(mode=mode, backend=backend)
+    return model
+
 # %% ../nbs/06_train.ipynb #7a5e0dc4
 def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, tc: TrainConfig, device: torch.device,
                     world: int = 1, # processes: DDP wraps the model when there are several
                    ) -> TrainStep:
     "The `TrainStep` of a run: AdamW + schedule, autocast as `tc.amp`, `tc.accum_iter`, DDP (several processes), `torch.compile` (`tc.compile`)."
     opt, sched = make_optimizer(groups, plan, tc, device)
-    ddp = model
-    if world > 1: ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    return TrainStep(torch.compile(ddp) if tc.compile else ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter,
-                     ddp.no_sync if world > 1 else None)
+    fwd = compile_model(model, tc.compile_mode) if tc.compile else model      # the blocks in place: DDP then wraps them
+    ddp = fwd if world == 1 else torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == 'cuda' else None)
+    return TrainStep(ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter, ddp.no_sync if world > 1 else None)
 
 # %% ../nbs/06_train.ipynb #b46fe283
 class LossMeter:
@@ -441,6 +457,13 @@ class Clock:
         self.t_read, self.images = now, 0
         return round(ips, 1)
     def skip(self): self.t_read = time.perf_counter()                  # e.g. evaluation time is not training speed
+    first_s = None                                                     # seconds of the session's first step: compilation, warm-up
+    def first_step(self, device) -> bool:
+        "Call after every step: the first one's seconds are kept apart (they hold compilation), and excluded from the speed."
+        if self.first_s is not None: return False
+        if torch.device(device).type == 'cuda': torch.cuda.synchronize(device)
+        self.first_s, self.images, self.t_read = round(time.perf_counter() - self.t0, 2), 0, time.perf_counter()
+        return True
 
 def log_record(log: MetricsLog | None, # None on ranks other than 0
                bar, # the tqdm progress bar
@@ -464,7 +487,7 @@ def _set_rng_state(s: dict, device):
 START = dict(epoch=0, batch=0, step=0, loss=float('nan'), elapsed_s=0.0, monitor=None)   # where a fresh run begins
 
 # settings that may change when a run is resumed: how long (epochs extends it), where and how fast it runs, how it logs
-RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', 'device', 'amp', 'compile', 'fused', 'num_workers',
+RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', 'device', 'amp', 'compile', 'compile_mode', 'fused', 'num_workers',
                        'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit'})
 
 def changed_settings(ck: dict, tc: TrainConfig, meta: dict | None = None) -> list[str]:
@@ -558,6 +581,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
             meter.add(step(loss_fn, x, y, epoch, i, update=update))
             if not update: continue
             pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
+            if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
             end = i + 1 == n_micro
             save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
             if not (save or pos['step'] % tc.log_every == 0): continue
@@ -573,7 +597,8 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
         pos.update(epoch=epoch + 1, batch=0)
     bar.close()
     summary = dict(step=pos['step'], epochs=tc.epochs, final_loss=pos['loss'], wall_s=round(time.perf_counter() - clock.t0, 1),
-                   train_s=clock.elapsed(), lr=plan.lr, effective_batch=plan.eff_batch, world_size=world, checkpoint=str(ckpt))
+                   train_s=clock.elapsed(), first_step_s=clock.first_s, lr=plan.lr, effective_batch=plan.eff_batch, world_size=world,
+                   checkpoint=str(ckpt))
     if getattr(loader, 'skipped', 0): summary['skipped_images'] = loader.skipped     # unreadable files a neighbour stood in for
     return {**summary, **({'monitor': pos['monitor']} if pos['monitor'] else {}),
             **({'ranks_in_sync': ranks_in_sync(model, world, device)} if world > 1 else {})}
