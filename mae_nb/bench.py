@@ -4,8 +4,7 @@
 
 # %% ../nbs/11_benchmark.ipynb #12e3cdf2
 from __future__ import annotations
-import json, math, platform, time
-from pathlib import Path
+import platform, time
 from dataclasses import asdict, dataclass, replace
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
@@ -156,6 +155,7 @@ def _row(name: str, secs: list[float], loss: float, fl: dict, mem, batch_size: i
                 enc_gflops=fl['encoder_flops'] / 1e9, dec_gflops=fl['decoder_flops'] / 1e9, train_gflops=fl['train_flops'] / 1e9,
                 tflops=tflops, mfu=tflops / peak_tf if peak_tf else None, peak_mem_gib=mem)
 
+# %% ../nbs/11_benchmark.ipynb #093c6d74
 def benchmark(cfg: MAEConfig | str, # a config, or a preset name
               batch_size: int = 64, # images per step
               device: str = 'auto', # as `resolve_device`: 'auto', 'cpu', 'cuda', 'cuda:1'
@@ -307,6 +307,7 @@ class BenchConfig:
         check_value(self.time_to_train is None or all(x.isdigit() and int(x) > 0 for x in self.time_to_train.split(',')),
                     'time_to_train', self.time_to_train, 'GPU counts separated by commas, e.g. 1,8,64')
 
+# %% ../nbs/11_benchmark.ipynb #bb027e34
 def run_bench(bc: BenchConfig) -> dict:
     "Run `benchmark` as `bc` says; print the table (and the time to train) first, then write the JSON."
     if bc.json: check_result_path(bc.json, 'rows', '--json')

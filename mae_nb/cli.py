@@ -124,6 +124,7 @@ def _other_commands(sub):
     f.add_argument('presets', nargs='*', type=_choice('preset', PRESETS), help=f'presets (default: all of {", ".join(PRESETS)})')
     f.add_argument('--mask-ratio', type=_ratio, default=0.75, help='fraction of patches removed (default: 0.75)')
 
+# %% ../nbs/13_cli.ipynb #253f3ab8
 class _Parser(argparse.ArgumentParser):
     "argparse, but a mistake is one line on stderr (with where to look), not the usage block."
     def error(self, message):

@@ -356,6 +356,7 @@ def _first_line(e: Exception) -> str:
     line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [''])[0])
     return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
 
+# %% ../nbs/05_data.ipynb #6f54a094
 def _first_readable(dataset, i: int, load) -> tuple:
     "(j, load(j)) for the first j = i, i+1, … (modulo len(dataset)) that loads; each unreadable file on the way is named on stderr, once per process."
     n, bad = len(dataset), []
@@ -388,7 +389,25 @@ class _SeededSamples(torch.utils.data.Dataset):
         j, (x, y) = _first_readable(self.dataset, i, load)
         return (x, y) if j == i else (x, -(y + 1))
 
-class FolderLoader(_EpochLoader):
+# %% ../nbs/05_data.ipynb #79b3f04d
+class _StandIns:
+    "Counting of stand-ins for unreadable files, shared by the folder loaders: `skipped` (all epochs together), `bad_files`."
+    def _unmark(self, y, idx):
+        "Count the batch's stand-ins (labels marked `-(label + 1)`) and give them their labels back."
+        marked = y < 0
+        if not marked.any(): return y
+        self._skipped([idx[k] for k in marked.nonzero().flatten().tolist()])
+        return torch.where(marked, -y - 1, y)
+
+    def _skipped(self, slots):
+        "Record that the samples at dataset indices `slots` were unreadable and replaced."
+        for i in slots:
+            path = _sample_path(self.dataset, i)
+            self.bad_files.add(path); _REPORTED.add(path)     # workers forked later need not name it again
+        self.skipped += len(slots)
+
+# %% ../nbs/05_data.ipynb #1dd5f40c
+class FolderLoader(_StandIns, _EpochLoader):
     "Same interface as TensorLoader (len, set_epoch, iter_from, __iter__) over a map-style dataset (ImageFolder), through a torch DataLoader: workers, pinned memory, non-blocking copies."
     def __init__(self, dataset, # map-style, `dataset[i]` → (image tensor, label), e.g. `imagefolder(...)`
                  batch_size: int, # per rank
@@ -425,20 +444,6 @@ class FolderLoader(_EpochLoader):
         if failed is not None:              # stop the workers now: the worker's error sits in a reference cycle, which would keep them
             getattr(batches, '_shutdown_workers', lambda: None)()     # until a garbage collection, and that then waits 5 s for each
             raise UnreadableImages(failed)
-
-    def _unmark(self, y, idx):
-        "Count the batch's stand-ins (labels marked `-(label + 1)`) and give them their labels back."
-        marked = y < 0
-        if not marked.any(): return y
-        self._skipped([idx[k] for k in marked.nonzero().flatten().tolist()])
-        return torch.where(marked, -y - 1, y)
-
-    def _skipped(self, slots):
-        "Record that the samples at dataset indices `slots` were unreadable and replaced."
-        for i in slots:
-            path = _sample_path(self.dataset, i)
-            self.bad_files.add(path); _REPORTED.add(path)     # workers forked later need not name it again
-        self.skipped += len(slots)
 
 # %% ../nbs/05_data.ipynb #196fec56
 def image_bytes(root: str | Path, # the folder holding one folder per split
@@ -516,6 +521,7 @@ class _ReadOrEmpty(torch.utils.data.Dataset):
         try: return self.dataset[i]
         except _unreadable_errors(): return torch.empty(0, dtype=torch.uint8), -1
 
+# %% ../nbs/05_data.ipynb #37db2a1a
 class DeviceDecodeLoader(FolderLoader):
     "FolderLoader whose workers only read files; decoding (nvJPEG on CUDA), crops, resizing and normalisation run on `device`."
     def __init__(self, dataset, # map-style, `dataset[i]` → (file bytes uint8 (n,), label), e.g. `image_bytes(...)`
@@ -546,25 +552,26 @@ class DeviceDecodeLoader(FolderLoader):
             except _unreadable_errors() as e:
                 if isinstance(e, torch.OutOfMemoryError): raise
                 imgs = None                              # one bad file fails the batched call: decode the files one by one
-            if imgs is None: imgs, y = self._one_by_one(files, y, order[b * self.batch_size:(b + 1) * self.batch_size])
+            if imgs is None: imgs, y = _decode_one_by_one(self, files, y, order[b * self.batch_size:(b + 1) * self.batch_size])
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, start + b, self.rank))
             yield crop_resize(imgs, self.img_size, self.augment, g), y.to(self.device, non_blocking=True)
 
-    def _one_by_one(self, files, y, idx):
-        "Decode a batch file by file; an unreadable file's slot gets the next readable image of the dataset and its label."
-        def load(j):
-            data, label = self.dataset[j]
-            return decode_images([data], self.device)[0], label
-        imgs, y, slots = [], y.clone(), []
-        for k, (data, i) in enumerate(zip(files, idx)):
-            try: imgs.append(decode_images([data], self.device)[0]); continue
-            except _unreadable_errors() as e:
-                if isinstance(e, torch.OutOfMemoryError): raise
-            j, (img, y[k]) = _first_readable(self.dataset, i, load)       # from i itself: reading it again names its error
-            imgs.append(img)
-            if j != i: slots.append(i)
-        self._skipped(slots)
-        return imgs, y
+# %% ../nbs/05_data.ipynb #163afdc8
+def _decode_one_by_one(loader, files, y, idx):
+    "Decode a batch file by file; an unreadable file's slot gets the next readable image of the dataset and its label."
+    def load(j):
+        data, label = loader.dataset[j]
+        return decode_images([data], loader.device)[0], label
+    imgs, y, slots = [], y.clone(), []
+    for k, (data, i) in enumerate(zip(files, idx)):
+        try: imgs.append(decode_images([data], loader.device)[0]); continue
+        except _unreadable_errors() as e:
+            if isinstance(e, torch.OutOfMemoryError): raise
+        j, (img, y[k]) = _first_readable(loader.dataset, i, load)       # from i itself: reading it again names its error
+        imgs.append(img)
+        if j != i: slots.append(i)
+    loader._skipped(slots)
+    return imgs, y
 
 # %% ../nbs/05_data.ipynb #7ab9281d
 def make_loader(name: str, # one of `DATASETS`

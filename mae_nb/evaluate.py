@@ -4,7 +4,6 @@
 
 # %% ../nbs/08_evaluate.ipynb #cac5e69f
 from __future__ import annotations
-import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -5,15 +5,14 @@
 # %% ../nbs/12_experiments.ipynb #41245d54
 from __future__ import annotations
 import json, shlex, time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import torch
 from .data import TensorLoader, dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
-from .masking import MASKINGS
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, with_img_size
-from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, write_json, load_model, pretrain, read_metrics,
+from .train import (TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, write_json, load_model, pretrain, read_metrics,
                           resolve_device)
 
 # %% auto #0
@@ -153,7 +152,7 @@ def probe_encoder(model: MaskedAutoencoder, # its encoder is probed (with nothin
                   **changes, # ProbeConfig fields to change, e.g. dataset='cifar10', limit=1000
                  ) -> dict: # knn and linear_probe accuracy (percent), image counts, split, pool
     "Linear-probe and kNN accuracy (percent) of `model`'s encoder, fitted on training images and scored on the test split (or a holdout)."
-    pc = ProbeConfig(**{**asdict(pc or ProbeConfig()), **changes})
+    pc = replace(pc or ProbeConfig(), **changes)
     dev = resolve_device(pc.device)
     model = _fit_to_dataset(model, pc).to(dev)
     (trx, try_), (tex, tey) = _probe_features(model, pc, dev)
@@ -233,7 +232,7 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
          **changes, # DemoConfig fields to change, e.g. out='runs/demo', epochs=1
         ) -> dict:
     "Pretrain on Fashion-MNIST, write pictures, and compare the linear probe of the pretrained and a random-init encoder."
-    dc = DemoConfig(**{**asdict(dc or DEMO), **changes})
+    dc = replace(dc or DEMO, **changes)
     out, t0 = check_writable(dc.out), time.perf_counter()
     mc = MAEConfig.from_preset(dc.preset)
     tc = TrainConfig(dataset='fmnist', epochs=dc.epochs, batch_size=dc.batch_size, blr=dc.blr, warmup_epochs=dc.warmup_epochs,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_mae.ipynb #3bae24ef
 from __future__ import annotations
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 import torch
 import torch.nn as nn
@@ -36,23 +36,7 @@ class MAEConfig:
     masking: str = 'random'         # how patches are chosen: 'random', 'block' or 'grid'
     encoder_mask_tokens: bool = False  # the paper's Table 1c baseline: the encoder sees every position, mask tokens in place of removed patches
 
-    def __post_init__(self):
-        def need(ok, msg):
-            if not ok: raise ValueError(msg)
-        for k in ('img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'decoder_embed_dim', 'decoder_depth', 'decoder_num_heads'):
-            check_value(isinstance(getattr(self, k), int) and getattr(self, k) >= 1, k, getattr(self, k), 'a whole number of at least 1')
-        check_value(self.mlp_ratio > 0, 'mlp_ratio', self.mlp_ratio, 'positive')
-        need(self.img_size % self.patch_size == 0, f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
-        need(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        need(self.decoder_embed_dim % self.decoder_num_heads == 0,
-             f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by decoder_num_heads {self.decoder_num_heads}")
-        need(self.embed_dim % 4 == 0 and self.decoder_embed_dim % 4 == 0,
-             "embed_dim and decoder_embed_dim must be divisible by 4 (2-D sine-cosine positions)")
-        need(self.masking in MASKINGS, f"unknown masking {self.masking!r}: choose one of {', '.join(MASKINGS)}")
-        self.mask_ratio = check_mask_ratio(self.mask_ratio)
-        N = self.num_patches
-        check_value(num_keep(N, self.mask_ratio) >= 1, 'mask_ratio', self.mask_ratio,
-                    f"below {1 - 1 / N:.4g} for {self.img_size}-px images in {self.patch_size}-px patches: it would leave none of the {N} patches visible")
+    def __post_init__(self): _check_config(self)
 
     @property
     def grid_size(self) -> int: return self.img_size // self.patch_size
@@ -73,6 +57,26 @@ def check_value(ok: bool, # the condition the value must meet
                ):
     "Raise a one-line `ValueError` naming the flag, the value and the valid range unless `ok`."
     if not ok: raise ValueError(f"--{name.replace('_', '-')} {value if value != '' else repr(value)}: must be {rule}")
+
+# %% ../nbs/04_mae.ipynb #127fd7dc
+def _check_config(self: MAEConfig):
+    "Refuse, in one line each, a config that cannot make a model."
+    def need(ok, msg):
+        if not ok: raise ValueError(msg)
+    for k in ('img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'decoder_embed_dim', 'decoder_depth', 'decoder_num_heads'):
+        check_value(isinstance(getattr(self, k), int) and getattr(self, k) >= 1, k, getattr(self, k), 'a whole number of at least 1')
+    check_value(self.mlp_ratio > 0, 'mlp_ratio', self.mlp_ratio, 'positive')
+    need(self.img_size % self.patch_size == 0, f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+    need(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+    need(self.decoder_embed_dim % self.decoder_num_heads == 0,
+         f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by decoder_num_heads {self.decoder_num_heads}")
+    need(self.embed_dim % 4 == 0 and self.decoder_embed_dim % 4 == 0,
+         "embed_dim and decoder_embed_dim must be divisible by 4 (2-D sine-cosine positions)")
+    need(self.masking in MASKINGS, f"unknown masking {self.masking!r}: choose one of {', '.join(MASKINGS)}")
+    self.mask_ratio = check_mask_ratio(self.mask_ratio)
+    N = self.num_patches
+    check_value(num_keep(N, self.mask_ratio) >= 1, 'mask_ratio', self.mask_ratio,
+                f"below {1 - 1 / N:.4g} for {self.img_size}-px images in {self.patch_size}-px patches: it would leave none of the {N} patches visible")
 
 # %% ../nbs/04_mae.ipynb #7825be2a
 _paper_decoder = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)

@@ -16,9 +16,9 @@ from .model import MAEConfig, MaskedAutoencoder, check_value
 from .vit import Block
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'START', 'RESUMABLE', 'TrainConfig', 'check_positive_ints',
+__all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint',
-           'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
+           'RunError', 'error_line', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
            'check_result_path', 'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
            'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock',
            'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit',
@@ -59,20 +59,24 @@ class TrainConfig:
     log_every: int = 10             # read the loss every N steps (a host sync): log line, progress bar, NaN check
     progress: bool = True           # tqdm progress bar (rank 0)
 
-    def __post_init__(self):
-        if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-        check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
-        check_value(self.decode in ('workers', 'device'), 'decode', self.decode, 'workers or device')
-        check_value(self.compile_mode in COMPILE_MODES, 'compile_mode', self.compile_mode, 'default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs')
-        check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
-        check_positive_ints(self, 'epochs', 'batch_size', 'accum_iter', 'log_every')
-        check_positive_ints(self, 'limit', optional=True)
-        for k in ('num_workers', 'seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
-        check_value(self.blr > 0, 'blr', self.blr, 'positive')
-        check_value(self.lr is None or self.lr > 0, 'lr', self.lr, 'positive (or left out: blr × batch / 256)')
-        for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
-        self.betas = tuple(self.betas)
-        check_value(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), 'betas', self.betas, 'two numbers in [0, 1)')
+    def __post_init__(self): _check_train_config(self)
+
+# %% ../nbs/06_train.ipynb #c2ab7904
+def _check_train_config(self: TrainConfig):
+    "Refuse, in one line naming the flag, every value a run cannot use."
+    if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
+    check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
+    check_value(self.decode in ('workers', 'device'), 'decode', self.decode, 'workers or device')
+    check_value(self.compile_mode in COMPILE_MODES, 'compile_mode', self.compile_mode, 'default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs')
+    check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
+    check_positive_ints(self, 'epochs', 'batch_size', 'accum_iter', 'log_every')
+    check_positive_ints(self, 'limit', optional=True)
+    for k in ('num_workers', 'seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+    check_value(self.blr > 0, 'blr', self.blr, 'positive')
+    check_value(self.lr is None or self.lr > 0, 'lr', self.lr, 'positive (or left out: blr × batch / 256)')
+    for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+    self.betas = tuple(self.betas)
+    check_value(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), 'betas', self.betas, 'two numbers in [0, 1)')
 
 def check_positive_ints(cfg, *names: str, optional: bool = False):
     "Each field of `cfg` in `names` must be a whole number ≥ 1 (or None, when `optional`: the whole dataset, every image, ...)."
@@ -199,13 +203,13 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
     except (OSError, RuntimeError) as e:                         # a full disk surfaces as OSError or as torch's writer error
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
-        kept = f'; the previous checkpoint is kept' if path.exists() else ''
-        raise RunError(f"could not write {path} ({_reason(e)}){kept}: free some disk space, or choose another --out") from None
+        kept = '; the previous checkpoint is kept' if path.exists() else ''
+        raise RunError(f"could not write {path} ({error_line(e)}){kept}: free some disk space, or choose another --out") from None
 
 class RunError(Exception):
     "A failure of a run that the user can act on (disk full, folder not writable, ...): the message says what to do."
 
-def _reason(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
     "The first line of an exception's message (the OS's words for an OSError)."
     if isinstance(e, OSError) and e.strerror: return e.strerror
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
@@ -269,7 +273,7 @@ def check_writable(folder: str | Path, # created if missing
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.mae_nb-write-test-'): pass
-    except OSError as e: raise RunError(f"{flag} {folder}: cannot write there ({_reason(e)}): choose a folder you can write to") from None
+    except OSError as e: raise RunError(f"{flag} {folder}: cannot write there ({error_line(e)}): choose a folder you can write to") from None
     return folder
 
 def prepare_out(tc: TrainConfig) -> Path:
@@ -291,6 +295,7 @@ def check_result_path(path: str | Path, kind: str, # a key every result of this 
     check_writable(path.parent, flag)
     return path
 
+# %% ../nbs/06_train.ipynb #85e71610
 def write_json(path: str | Path, obj) -> Path:
     "Write `obj` as JSON to `path` atomically (a temporary file, then renamed); a failed write leaves no trace and says where."
     path, text = Path(path), json.dumps(obj, indent=1, default=str) + '\n'
@@ -300,7 +305,7 @@ def write_json(path: str | Path, obj) -> Path:
     except OSError as e:
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
-        raise RunError(f"could not write {path} ({_reason(e)}): free some disk space, or choose another place") from None
+        raise RunError(f"could not write {path} ({error_line(e)}): free some disk space, or choose another place") from None
     return path
 
 # %% ../nbs/06_train.ipynb #46b592bd
@@ -368,7 +373,7 @@ class MetricsLog:
     def write(self, **rec):
         try:
             with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
-        except OSError as e: raise RunError(f"could not append to {self.path} ({_reason(e)}): free some disk space, or choose another --out") from None
+        except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e)}): free some disk space, or choose another --out") from None
 
 def read_metrics(path: str | Path, # a `metrics.jsonl` file
                  has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)
@@ -450,6 +455,7 @@ class Clock:
     "Training seconds summed over resumes, and images per second between readings."
     def __init__(self, before: float = 0.0): # seconds of earlier sessions of the run
         self.before, self.t0, self.images = before, time.perf_counter(), 0
+        self.first_s = None                                            # seconds of the session's first step: compilation, warm-up
         self.t_read = self.t0
     def elapsed(self) -> float: return round(self.before + time.perf_counter() - self.t0, 1)
     def speed(self) -> float:
@@ -457,7 +463,6 @@ class Clock:
         self.t_read, self.images = now, 0
         return round(ips, 1)
     def skip(self): self.t_read = time.perf_counter()                  # e.g. evaluation time is not training speed
-    first_s = None                                                     # seconds of the session's first step: compilation, warm-up
     def first_step(self, device) -> bool:
         "Call after every step: the first one's seconds are kept apart (they hold compilation), and excluded from the speed."
         if self.first_s is not None: return False
@@ -474,18 +479,7 @@ def log_record(log: MetricsLog | None, # None on ranks other than 0
     else: bar.write(f"epoch {rec['epoch']}: " + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
                                                           for k, v in rec.items() if k not in ('step', 'epoch')))
 
-# %% ../nbs/06_train.ipynb #2f99312c
-def _rng_state(device) -> dict:
-    s = dict(torch=torch.get_rng_state(), python=random.getstate())
-    if device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
-    return s
-
-def _set_rng_state(s: dict, device):
-    torch.set_rng_state(s['torch']); random.setstate(s['python'])
-    if device.type == 'cuda' and 'cuda' in s: torch.cuda.set_rng_state(s['cuda'], device)
-
-START = dict(epoch=0, batch=0, step=0, loss=float('nan'), elapsed_s=0.0, monitor=None)   # where a fresh run begins
-
+# %% ../nbs/06_train.ipynb #eff0f66a
 # settings that may change when a run is resumed: how long (epochs extends it), where and how fast it runs, how it logs
 RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', 'device', 'amp', 'compile', 'compile_mode', 'fused', 'num_workers',
                        'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit'})
@@ -499,6 +493,18 @@ def changed_settings(ck: dict, tc: TrainConfig, meta: dict | None = None) -> lis
         if k not in RESUMABLE and k not in pairs and hasattr(tc, k): pairs[k] = (v, getattr(tc, k))
     return [f'{flag(k)} {old!r} → {new!r}' for k, (old, new) in pairs.items() if norm(old) != norm(new)
             and not (k in MAEConfig.__dataclass_fields__ and new is None)]
+
+# %% ../nbs/06_train.ipynb #2f99312c
+def _rng_state(device) -> dict:
+    s = dict(torch=torch.get_rng_state(), python=random.getstate())
+    if device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
+    return s
+
+def _set_rng_state(s: dict, device):
+    torch.set_rng_state(s['torch']); random.setstate(s['python'])
+    if device.type == 'cuda' and 'cuda' in s: torch.cuda.set_rng_state(s['cuda'], device)
+
+START = dict(epoch=0, batch=0, step=0, loss=float('nan'), elapsed_s=0.0, monitor=None)   # where a fresh run begins
 
 def restore(path: Path, model: torch.nn.Module, step: TrainStep, tc: TrainConfig, device, rank: int = 0,
             meta: dict | None = None, # the run's own checkpoint extras (its model 'config'), compared with the checkpoint's
@@ -552,6 +558,16 @@ def _finite(loss: float, step: int, epoch: int, ckpt: Path) -> float:
     raise FloatingPointError(f"loss became non-finite by step {step} (epoch {epoch}): stopped; the last good checkpoint {ckpt} is kept. "
                              "Resume it with --amp bf16 instead of fp16, or start again (another --out) with a lower --blr")
 
+def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path, loader, model, world: int, device) -> dict:
+    "What a finished run reports: steps, loss, seconds (first step apart), lr, batch, checkpoint, skipped images, monitor, rank sync."
+    s = dict(step=pos['step'], epochs=tc.epochs, final_loss=pos['loss'], wall_s=round(time.perf_counter() - clock.t0, 1),
+             train_s=clock.elapsed(), first_step_s=clock.first_s, lr=plan.lr, effective_batch=plan.eff_batch, world_size=world,
+             checkpoint=str(ckpt))
+    if getattr(loader, 'skipped', 0): s['skipped_images'] = loader.skipped         # unreadable files a neighbour stood in for
+    if pos['monitor']: s['monitor'] = pos['monitor']
+    if world > 1: s['ranks_in_sync'] = ranks_in_sync(model, world, device)
+    return s
+
 # %% ../nbs/06_train.ipynb #807795ae
 def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
         groups: list[dict], # optimizer parameter groups; an optional 'lr_scale' key scales a group's learning rate
@@ -596,12 +612,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
                 save_checkpoint(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
         pos.update(epoch=epoch + 1, batch=0)
     bar.close()
-    summary = dict(step=pos['step'], epochs=tc.epochs, final_loss=pos['loss'], wall_s=round(time.perf_counter() - clock.t0, 1),
-                   train_s=clock.elapsed(), first_step_s=clock.first_s, lr=plan.lr, effective_batch=plan.eff_batch, world_size=world,
-                   checkpoint=str(ckpt))
-    if getattr(loader, 'skipped', 0): summary['skipped_images'] = loader.skipped     # unreadable files a neighbour stood in for
-    return {**summary, **({'monitor': pos['monitor']} if pos['monitor'] else {}),
-            **({'ranks_in_sync': ranks_in_sync(model, world, device)} if world > 1 else {})}
+    return _summary(pos, plan, tc, clock, ckpt, loader, model, world, device)
 
 # %% ../nbs/06_train.ipynb #f018d7d8
 def pretrain(mc: MAEConfig, # the model to pretrain

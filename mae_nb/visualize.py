@@ -4,7 +4,6 @@
 
 # %% ../nbs/07_visualize.ipynb #3a6c17ea
 from __future__ import annotations
-from pathlib import Path
 import torch
 from .model import MaskedAutoencoder
 from .patches import unpatchify

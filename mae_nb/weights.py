@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
-from .train import RunError, check_writable, load_checkpoint, save_checkpoint
+from .train import RunError, check_writable, error_line, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
@@ -226,9 +226,7 @@ def load_hf(path: str, # a ViTMAEForPreTraining folder, or the name of a Hub mod
             raise FileNotFoundError(f"{path} is neither a folder nor a Hub model in the local cache: pass a folder written by save_hf, "
                                     f"or download the model first (hf download {path}) on a machine with internet") from None
         if not local: raise FileNotFoundError(f"{path} does not exist: pass a ViTMAEForPreTraining folder (config.json and weights, as save_hf writes)") from None
-        raise RunError(f"could not read {path} as a ViTMAEForPreTraining folder ({_first_line(e)}): pass a folder written by save_hf") from None
-
-def _first_line(e: BaseException) -> str: return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise RunError(f"could not read {path} as a ViTMAEForPreTraining folder ({error_line(e)}): pass a folder written by save_hf") from None
 
 # %% ../nbs/10_weights.ipynb #2c2b96cf
 def convert(src: str, dst: str,
