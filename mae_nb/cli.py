@@ -9,7 +9,7 @@ from . import __version__
 from .data import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
-from .experiments import (ABLATION, ABLATIONS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
+from .experiments import (ABLATIONS, BUDGETS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
                                 run_pretrain, write_summary)
 from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS, check_mask_ratio
@@ -98,17 +98,23 @@ def _run_commands(sub):
 # %% ../nbs/13_cli.ipynb #4bd2eec5
 def _other_commands(sub):
     ab = _command(sub, 'ablate', "the paper's Table 1 ablations at small scale on Fashion-MNIST: one JSON per run",
-                  'For each variant and seed: pretrain the fmnist preset with that change for a fixed budget, linear-probe and kNN its '
-                  'encoder, fine-tune it, and write OUT/VARIANT-seedS.json with the results and the command that re-makes them. '
-                  'Runs whose JSON exists are skipped.')
+                  'For each variant and seed: pretrain the fmnist preset with that change for a fixed budget (cpu: minutes per run on a CPU; '
+                  'gpu: long enough for the trends to show, ~25 min for all variants × 3 seeds on one H100 with --jobs), linear-probe and kNN '
+                  'its encoder, fine-tune it, and write OUT/VARIANT-seedS[-gpu].json with the results and the command that re-makes them. '
+                  'Runs whose JSON exists are skipped; --dry-run prints the plan and its measured time estimate first.')
     ab.add_argument('variants', nargs='+', type=_choice('variant', list(ABLATIONS) + ['all']), help=f'{", ".join(ABLATIONS)}, or all')
     ab.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (default: 0)')
     ab.add_argument('--out', default='results/ablations', help='where the JSON files go (default: results/ablations)')
     ab.add_argument('--work', default='runs/ablations', help='checkpoints and logs (default: runs/ablations)')
     ab.add_argument('--smoke', action='store_true', help='one optimizer step of everything (a test that the variant runs)')
     ab.add_argument('--force', action='store_true', help='run again even when the JSON exists')
-    ab.add_argument('--epochs', type=int, help=f"pretraining epochs instead of the budget's {ABLATION['epochs']} (results go to VARIANT-seedS-epN.json)")
+    ab.add_argument('--epochs', type=int, help="pretraining epochs instead of the budget's (" + ', '.join(f"{k} {b['epochs']}" for k, b in BUDGETS.items())
+                    + '; results go to VARIANT-seedS[-gpu]-epN.json)')
     ab.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda', 'cuda:1', ...")
+    ab.add_argument('--budget', type=_choice('budget', list(BUDGETS)), default='cpu', help=f"{' or '.join(BUDGETS)} (default: cpu)")
+    ab.add_argument('--jobs', type=int, default=1, help='runs at once, each in its own process (default: 1)')
+    ab.add_argument('--dry-run', action='store_true', help='print the plan and its estimated time (from a short measurement); run nothing')
+    ab.add_argument('--holdout', type=int, default=0, help='score on the last N training images instead of the test set (for choosing a budget)')
     cv = _command(sub, 'convert', 'weights in and out: released MAE checkpoints, timm, Hugging Face ViTMAE',
                   'Read SRC (an MAE checkpoint {"model": ...}, released or ours, full or encoder-only; or with --from hf a '
                   'ViTMAEForPreTraining folder) and write DST as an mae_nb checkpoint (with its config), a timm encoder state dict, '
@@ -147,7 +153,8 @@ COMMANDS = dict(
     probe=lambda a: probe(config_from(ProbeConfig, a)),
     knn=lambda a: probe(config_from(ProbeConfig, a, linear=False)),
     bench=lambda a: run_bench(config_from(BenchConfig, a)),
-    ablate=lambda a: ablation_study(a.variants, a.seeds, out=a.out, work=a.work, smoke=a.smoke, device=a.device, force=a.force, epochs=a.epochs),
+    ablate=lambda a: ablation_study(a.variants, a.seeds, a.jobs, a.dry_run, out=a.out, work=a.work, smoke=a.smoke, device=a.device,
+                                    force=a.force, epochs=a.epochs, budget=a.budget, holdout=a.holdout),
     convert=lambda a: convert(a.src, a.dst, a.to, a.from_, a.num_heads, a.decoder_num_heads, a.norm_pix_loss),
     flops=lambda a: print(flops_table(a.presets or None, a.mask_ratio)),
 )

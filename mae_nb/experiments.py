@@ -4,21 +4,22 @@
 
 # %% ../nbs/12_experiments.ipynb #41245d54
 from __future__ import annotations
-import json, shlex, time
-from dataclasses import asdict, dataclass, replace
+import contextlib, io, json, os, shlex, subprocess, sys, tempfile, time
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
 from .data import TensorLoader, dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, with_img_size
-from .train import (TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, write_json, load_model, pretrain, read_metrics,
+from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, write_json, load_model, pretrain, read_metrics,
                           resolve_device)
 
 # %% auto #0
-__all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain', 'knn_monitor_for',
-           'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig', 'median_img_per_s', 'demo', 'ablate',
-           'ablation_study']
+__all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
+           'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig',
+           'median_img_per_s', 'demo', 'smoke_budget', 'loss_tail_drop', 'ablation_name', 'ablation_command', 'ablate',
+           'ablation_study', 'measure_stages', 'plan_study']
 
 # %% ../nbs/12_experiments.ipynb #79ac3e22
 @dataclass
@@ -273,63 +274,117 @@ def _print_demo(result: dict, dc: DemoConfig, out: Path):
 ABLATIONS: dict[str, dict | None] = {
     'default': {},
     'mask_0.25': dict(mask_ratio=0.25), 'mask_0.5': dict(mask_ratio=0.5), 'mask_0.9': dict(mask_ratio=0.9),
-    'decoder_depth_1': dict(decoder_depth=1), 'decoder_depth_4': dict(decoder_depth=4),
+    'decoder_depth_1': dict(decoder_depth=1), 'decoder_depth_4': dict(decoder_depth=4), 'decoder_depth_8': dict(decoder_depth=8),
     'norm_pix': dict(norm_pix_loss=True),
     'block_0.5': dict(masking='block', mask_ratio=0.5), 'block': dict(masking='block'), 'grid': dict(masking='grid'),
     'encoder_mask_tokens': dict(encoder_mask_tokens=True),
     'random_init': None,                       # no pretraining: the reference
 }
+
+# %% ../nbs/12_experiments.ipynb #7a1c0e02
 ABLATION = dict(preset='fmnist', pretrain_images=20_000, epochs=2, batch_size=128, blr=1.5e-3, warmup_epochs=0.5,
                 pool='mean', probe_train=5_000, probe_epochs=90,
                 finetune_images=5_000, finetune_epochs=2, finetune_blr=5e-3, finetune_warmup=0.5, layer_decay=0.75, drop_path=0.1,
                 smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_ops=0)
-SMOKE = dict(ABLATION, pretrain_images=64, epochs=1, batch_size=64, probe_train=64, probe_epochs=1, finetune_images=64, finetune_epochs=1, eval_limit=64)
+GPU_ABLATION = dict(preset='fmnist', pretrain_images=60_000, epochs=50, batch_size=512, blr=1.5e-4, warmup_epochs=5.0, compile=True,
+                    pool='mean', probe_train=60_000, probe_epochs=90,
+                    finetune_images=60_000, finetune_epochs=30, finetune_batch_size=256, finetune_blr=1e-3, finetune_warmup=3.0,
+                    scratch_epochs=60, layer_decay=0.75, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, randaug_ops=2)
+BUDGETS = dict(cpu=ABLATION, gpu=GPU_ABLATION)
+
+def smoke_budget(b: dict) -> dict:
+    "Budget `b` cut to one optimizer step per stage on 64 images (and compiled nowhere): a test that everything runs, recipe unchanged."
+    small = dict(pretrain_images=64, epochs=1, batch_size=64, probe_train=64, probe_epochs=1, finetune_images=64, finetune_epochs=1, eval_limit=64)
+    small.update({k: v for k, v in dict(finetune_batch_size=64, scratch_epochs=1, compile=False).items() if k in b})
+    return dict(b, **small)
+
+SMOKE = smoke_budget(ABLATION)
+
+# %% ../nbs/12_experiments.ipynb #7a1c0e04
+_RECIPE = [f.name for f in fields(FinetuneConfig) if f.name not in {g.name for g in fields(TrainConfig)}
+           and f.name not in ('checkpoint', 'preset', 'img_size', 'num_classes', 'pool', 'eval_every', 'eval_limit')]
+
+def _finetune_config(b: dict, ckpt: str | None, run: Path, common: dict, holdout: int = 0) -> FinetuneConfig:
+    "The fine-tuning (or, without `ckpt`, from-scratch) run of budget `b`."
+    epochs = b['finetune_epochs'] if ckpt is not None else b.get('scratch_epochs', b['finetune_epochs'])
+    return FinetuneConfig(checkpoint=ckpt, preset=b['preset'], epochs=epochs, limit=b['finetune_images'],
+                          batch_size=b.get('finetune_batch_size', b['batch_size']), blr=b['finetune_blr'], warmup_epochs=b['finetune_warmup'],
+                          eval_every=0, eval_limit=b.get('eval_limit'), out_dir=str(run/'finetune'), **({'holdout': holdout} if holdout else {}),
+                          **{k: b[k] for k in _RECIPE if k in b}, **common)
+
+def _pretrain_config(b: dict, run: Path, common: dict, holdout: int = 0) -> TrainConfig:
+    "The pretraining run of budget `b` (the held-out images, if any, are left out of it too)."
+    return TrainConfig(epochs=b['epochs'], limit=min(b['pretrain_images'], 60_000 - holdout), blr=b['blr'], warmup_epochs=b['warmup_epochs'],
+                       batch_size=b['batch_size'], out_dir=str(run/'pretrain'), **common)
 
 # %% ../nbs/12_experiments.ipynb #ed8a682f
-def _ablation_stages(variant: str, seed: int, b: dict, run: Path, device: str, smoke: bool):
+def _ablation_stages(variant: str, seed: int, b: dict, run: Path, device: str, smoke: bool, holdout: int = 0):
     "Pretrain (unless `random_init`), probe and fine-tune one variant; returns (model config, pretraining summary, probe, fine-tuning)."
-    common = dict(dataset='fmnist', batch_size=b['batch_size'], seed=seed, device=device, resume=True, progress=not smoke, log_every=10)
+    common = dict(dataset='fmnist', seed=seed, device=device, resume=True, progress=not smoke, log_every=10, compile=b.get('compile', False))
     if ABLATIONS[variant] is None:
         mc = MAEConfig.from_preset(b['preset'])
         torch.manual_seed(seed)
         model, ckpt, pre = MaskedAutoencoder(mc), None, None
     else:
         mc = MAEConfig.from_preset(b['preset'], **ABLATIONS[variant])
-        pre = pretrain(mc, TrainConfig(epochs=b['epochs'], limit=b['pretrain_images'], blr=b['blr'], warmup_epochs=b['warmup_epochs'],
-                                       out_dir=str(run/'pretrain'), **common))
+        pre = pretrain(mc, _pretrain_config(b, run, common, holdout))
         ckpt = pre['checkpoint']
         model = load_model(ckpt)
     probe = probe_encoder(model, pool=b['pool'], epochs=b['probe_epochs'], limit=b['probe_train'], device=device, seed=seed,
-                          eval_limit=b.get('eval_limit'))
-    ft = finetune(FinetuneConfig(checkpoint=ckpt, preset=b['preset'], epochs=b['finetune_epochs'], limit=b['finetune_images'],
-                                 blr=b['finetune_blr'], warmup_epochs=b['finetune_warmup'], layer_decay=b['layer_decay'], drop_path=b['drop_path'],
-                                 smoothing=b['smoothing'], mixup=b['mixup'], cutmix=b['cutmix'], randaug_ops=b['randaug_ops'],
-                                 eval_every=0, eval_limit=b.get('eval_limit'), out_dir=str(run/'finetune'), **common))
+                          eval_limit=b.get('eval_limit'), holdout=holdout)
+    ft = finetune(_finetune_config(b, ckpt, run, common, holdout))
     return mc, pre, probe, ft
+
+# %% ../nbs/12_experiments.ipynb #7a1c0e06
+def loss_tail_drop(recs: list[dict], # a run's loss records (`read_metrics(..., has='loss')`)
+                   frac: float = 0.1, # the tail's share of the records
+                  ) -> float | None: # (mean loss of the window before the tail − mean of the tail) / the former; None if too short
+    "How much the loss still fell at the end of a run: near 0 means the curve has flattened."
+    n = max(1, int(len(recs) * frac))
+    if len(recs) < 2 * n or n < 1: return None
+    before, tail = [r['loss'] for r in recs[-2 * n:-n]], [r['loss'] for r in recs[-n:]]
+    return (sum(before) / n - sum(tail) / n) / (sum(before) / n)
+
+# %% ../nbs/12_experiments.ipynb #7a1c0e09
+def ablation_name(variant: str, seed: int, budget: str = 'cpu', smoke: bool = False, epochs: int | None = None, holdout: int = 0) -> str:
+    "The result file's stem of one run, e.g. `mask_0.5-seed1-gpu`."
+    return (f"{variant}-seed{seed}" + ('' if budget == 'cpu' else f'-{budget}') + (f'-ep{epochs}' if epochs else '')
+            + (f'-holdout{holdout}' if holdout else '') + ('-smoke' if smoke else ''))
+
+def ablation_command(variant: str, seed: int, budget: str = 'cpu', smoke: bool = False, epochs: int | None = None, holdout: int = 0,
+                     out: str | Path = 'results/ablations') -> str:
+    "The `mae_nb ablate` command line that makes this run's file."
+    return (f"mae_nb ablate {variant} --seeds {seed}" + ('' if budget == 'cpu' else f' --budget {budget}')
+            + (f' --epochs {epochs}' if epochs else '') + (f' --holdout {holdout}' if holdout else '') + (' --smoke' if smoke else '')
+            + (f' --out {shlex.quote(str(out))}' if str(out) != 'results/ablations' else ''))
 
 # %% ../nbs/12_experiments.ipynb #ba4dac31
 def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', work: str | Path = 'runs/ablations',
            smoke: bool = False, device: str = 'auto', force: bool = False,
            epochs: int | None = None, # pretraining epochs instead of the budget's (a longer budget: files get an -epN suffix)
+           budget: str = 'cpu', # 'cpu' or 'gpu': a key of BUDGETS
+           holdout: int = 0, # score on the last N training images (never seen in training) instead of the test set: for choosing a budget
           ) -> dict:
-    "Run one ablation (pretrain, probe, kNN, fine-tune) and write OUT/VARIANT-seedSEED.json with the results and the command."
+    "Run one ablation (pretrain, probe, kNN, fine-tune) and write OUT/<ablation_name>.json with the results and the command."
     if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(ABLATIONS)}")
-    b = SMOKE if smoke else ABLATION
-    longer = epochs is not None and epochs != b['epochs']
-    if longer: b = dict(b, epochs=epochs)
-    path = Path(out)/f"{variant}-seed{seed}{f'-ep{epochs}' if longer else ''}{'-smoke' if smoke else ''}.json"
+    check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
+    check_value(0 <= holdout < 60_000, 'holdout', holdout, 'in [0, 60000) (Fashion-MNIST has 60,000 training images)')
+    b = smoke_budget(BUDGETS[budget]) if smoke else BUDGETS[budget]
+    epochs = None if epochs == b['epochs'] else epochs
+    if epochs is not None: b = dict(b, epochs=epochs)
+    path = Path(out)/f"{ablation_name(variant, seed, budget, smoke, epochs, holdout)}.json"
     if path.exists() and not force:
         res = json.loads(path.read_text()); print(_ablation_line(res) + ' (reused)', flush=True)
         return res
     check_writable(out, '--out'); check_writable(work, '--work')
     t0, run = time.perf_counter(), Path(work)/path.stem
-    mc, pre, probe, ft = _ablation_stages(variant, seed, b, run, device, smoke)
-    command = (f"mae_nb ablate {variant} --seeds {seed}" + (f' --epochs {epochs}' if longer else '') + (' --smoke' if smoke else '')
-               + (f' --out {shlex.quote(str(out))}' if str(out) != 'results/ablations' else ''))
-    res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget=b, command=command,
+    mc, pre, probe, ft = _ablation_stages(variant, seed, b, run, device, smoke, holdout)
+    recs = read_metrics(run/'pretrain'/'metrics.jsonl', has='loss') if pre else []
+    res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget_name=budget, budget=b,
+               command=ablation_command(variant, seed, budget, smoke, epochs, holdout, out), eval_split='holdout' if holdout else 'test',
                linear_probe=probe['linear_probe'], knn=probe['knn'], finetune=ft['test_acc'],
-               pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'],
-               pretrain_img_per_s=pre and median_img_per_s(read_metrics(run/'pretrain'/'metrics.jsonl', has='loss')), finetune_s=ft['train_s'],
+               pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'], pretrain_img_per_s=pre and median_img_per_s(recs),
+               loss_tail_drop=pre and loss_tail_drop(recs), finetune_s=ft['train_s'],
                eval_images=probe['eval_images'], wall_s=round(time.perf_counter() - t0, 1),
                torch=torch.__version__, device=str(resolve_device(device)), threads=torch.get_num_threads())
     print(_ablation_line(res), flush=True)                     # printed first, written after
@@ -340,9 +395,92 @@ def _ablation_line(r: dict) -> str:
     return (f"{r['variant']:>20} seed {r['seed']}: linear probe {r['linear_probe']:.2f}%, kNN {r['knn']:.2f}%, fine-tune {r['finetune']:.2f}%"
             + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''))
 
+# %% ../nbs/12_experiments.ipynb #7a1c0e11
+def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict) -> list[dict]:
+    "Run `ablate` for each (variant, seed) in its own process, at most `jobs` at a time; results in the order of `runs`."
+    out, work = Path(kw.get('out', 'results/ablations')), Path(kw.get('work', 'runs/ablations'))
+    check_writable(out, '--out'); check_writable(work, '--work')
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items() if k in ('out', 'work', 'device', 'budget', 'epochs', 'holdout') and v is not None]
+    flags += [f'--{k}' for k in ('smoke', 'force') if kw.get(k)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
+    todo, running, failed = list(runs), {}, []
+    while todo or running:
+        while todo and len(running) < jobs:
+            v, s = todo.pop(0)
+            log = open(work/f'{ablation_name(v, s, kw.get("budget", "cpu"), kw.get("smoke", False), kw.get("epochs"), kw.get("holdout", 0))}.log', 'w')
+            cmd = [sys.executable, '-c', 'from mae_nb.cli import main; main()', 'ablate', v, '--seeds', str(s), *flags]
+            running[(v, s)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        time.sleep(0.2)
+        for key, (p, log) in list(running.items()):
+            if p.poll() is None: continue
+            log.close(); del running[key]
+            lines = Path(log.name).read_text().strip().splitlines() or ['(no output)']
+            print(lines[-1] if p.returncode == 0 else f'{key[0]} seed {key[1]} failed: {lines[-1]} (see {log.name})', flush=True)
+            if p.returncode: failed.append(key)
+    if failed: raise RunError(f"{len(failed)} of {len(runs)} runs failed ({', '.join(f'{v} seed {s}' for v, s in failed)}): see their logs in {work}")
+    return [ablate(v, s, **kw) for v, s in runs]               # every file now exists: read back, one line each
+
 # %% ../nbs/12_experiments.ipynb #4e9c3bc3
 def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
-                   seeds: list[int] = (0,), **kw, # the other arguments of `ablate`
-                  ) -> list[dict]:
+                   seeds: list[int] = (0,),
+                   jobs: int = 1, # runs at once, each in its own process
+                   dry_run: bool = False, # print the plan and its estimated time (from a short measurement) instead of running it
+                   **kw, # the other arguments of `ablate`
+                  ) -> list[dict] | dict:
     "Run `ablate` for every variant and seed (existing results are reused); each prints its line."
-    return [ablate(v, seed, **kw) for seed in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]
+    runs = [(v, s) for s in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]
+    check_value(jobs >= 1, 'jobs', jobs, 'at least 1')
+    if dry_run: return plan_study(runs, jobs=jobs, **kw)
+    if jobs == 1 or len(runs) == 1: return [ablate(v, s, **kw) for v, s in runs]
+    return _run_parallel(runs, jobs, kw)
+
+# %% ../nbs/12_experiments.ipynb #7a1c0e13
+def measure_stages(b: dict, device: str = 'auto', work: str | Path | None = None, steps: int = 30) -> dict:
+    "Short runs of budget `b`'s stages on `device`: steady img/s and start-up seconds of pretraining and fine-tuning; probe s per image."
+    work = Path(work or tempfile.mkdtemp())
+    common = dict(dataset='fmnist', seed=0, device=device, progress=False, log_every=max(1, steps // 6), compile=b.get('compile', False))
+    n_pre, n_ft = b['batch_size'] * steps, b.get('finetune_batch_size', b['batch_size']) * steps
+    short = dict(b, pretrain_images=n_pre, epochs=1, finetune_images=n_ft, finetune_epochs=1, eval_limit=256)
+    mc = MAEConfig.from_preset(b['preset'])
+    pre = pretrain(mc, _pretrain_config(short, work, common))
+    ft = finetune(_finetune_config(short, pre['checkpoint'], work, common))
+    n_probe, t0 = min(2048, b['probe_train']), time.perf_counter()
+    probe_encoder(load_model(pre['checkpoint']), pool=b['pool'], epochs=b['probe_epochs'], limit=n_probe, eval_limit=n_probe, device=device)
+    speed = lambda sub: median_img_per_s(read_metrics(work/sub/'metrics.jsonl', has='loss'))
+    return dict(pretrain_img_per_s=speed('pretrain'), pretrain_startup_s=pre['first_step_s'], finetune_img_per_s=speed('finetune'),
+                finetune_startup_s=ft['first_step_s'], probe_s_per_image=(time.perf_counter() - t0) / (2 * n_probe))
+
+# %% ../nbs/12_experiments.ipynb #7a1c0e14
+def _run_seconds(variant: str, b: dict, m: dict, flops: dict, eval_images: int) -> dict:
+    "Estimated seconds of each stage of one run of `variant` under budget `b`, from the measurements `m` of the default."
+    pre = 0.0
+    if ABLATIONS[variant] is not None:
+        slower = flops[variant] / flops['default']                          # work per image relative to the measured default
+        pre = m['pretrain_startup_s'] + b['pretrain_images'] * b['epochs'] * slower / m['pretrain_img_per_s']
+    ft_epochs = b['finetune_epochs'] if ABLATIONS[variant] is not None else b.get('scratch_epochs', b['finetune_epochs'])
+    ft = m['finetune_startup_s'] + b['finetune_images'] * ft_epochs / m['finetune_img_per_s']
+    return dict(pretrain=pre, probe=(b['probe_train'] + eval_images) * m['probe_s_per_image'], finetune=ft)
+
+def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', smoke: bool = False, device: str = 'auto',
+               epochs: int | None = None, holdout: int = 0, **_) -> dict:
+    "Print the study's plan and its estimated time on `device`, measured with short runs of the budget's stages; run nothing else."
+    from mae_nb.bench import train_flops
+    check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
+    b = smoke_budget(BUDGETS[budget]) if smoke else BUDGETS[budget]
+    b = dict(b, epochs=epochs or b['epochs'])
+    variants = list(dict.fromkeys(v for v, _ in runs))
+    print(f"plan: {len(variants)} variants × {len(runs) // max(len(variants), 1)} seed(s) = {len(runs)} runs, budget {budget}"
+          f"{' (smoke)' if smoke else ''}, {jobs} at a time on {resolve_device(device)}\n" + ', '.join(f'{k}={v}' for k, v in b.items()))
+    print('measuring: a short pretraining, fine-tuning and probe with these settings ...', flush=True)
+    with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as work:
+        m = measure_stages(b, device, work, steps=4 if smoke else 30)
+    flops = {v: train_flops(MAEConfig.from_preset(b['preset'], **(ABLATIONS[v] or {})))['train_flops'] for v in {'default', *variants}}
+    eval_images = b.get('eval_limit') or (holdout or 10_000)
+    secs = {v: _run_seconds(v, b, m, flops, eval_images) for v in variants}
+    serial = sum(sum(secs[v].values()) for v, _ in runs)
+    print(f"measured: pretraining {m['pretrain_img_per_s']:,.0f} img/s (+{m['pretrain_startup_s']:.0f} s start-up), fine-tuning "
+          f"{m['finetune_img_per_s']:,.0f} img/s (+{m['finetune_startup_s']:.0f} s), probe {1e3 * m['probe_s_per_image']:.2f} ms per image")
+    for v in variants: print(f"{v:>20}: " + ', '.join(f'{k} {s / 60:.1f} min' for k, s in secs[v].items()) + ' per seed')
+    print(f"estimate: {serial / 60:.1f} min one run at a time" + (f"; with {jobs} at a time at best {serial / jobs / 60:.1f} min "
+          "(if the runs do not slow each other: check the first ones' times)" if jobs > 1 else ''))
+    return dict(runs=len(runs), jobs=jobs, budget=b, measured=m, seconds=secs, serial_s=serial, best_s=serial / jobs)

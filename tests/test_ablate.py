@@ -1,5 +1,6 @@
 """The ablation study: every variant's config is built, runs through the model and is recorded with a command that re-makes it
-(cheap, stages faked); two variants run end to end through the console script in their one-step smoke version."""
+(cheap, stages faked); the GPU budget hands its recipe to fine-tuning; two variants run end to end through the console script,
+two at a time, in the GPU budget's one-step smoke version."""
 import json, math, os, shlex, subprocess, sys
 from dataclasses import asdict
 from pathlib import Path
@@ -7,14 +8,15 @@ import pytest
 import torch
 import mae_nb.experiments as ex
 from mae_nb.cli import build_parser
-from mae_nb.experiments import ABLATIONS, SMOKE, ablate
+from mae_nb.experiments import ABLATIONS, GPU_ABLATION, SMOKE, ablate, smoke_budget
 from mae_nb.masking import num_keep
 from mae_nb.model import MAEConfig, MaskedAutoencoder
 from mae_nb.train import batch_noise, load_model
 
 MAE_NB = Path(sys.executable).parent/'mae_nb'
 JSON_KEYS = {'variant', 'seed', 'changes', 'config', 'budget', 'command', 'linear_probe', 'knn', 'finetune', 'pretrain_loss',
-             'pretrain_s', 'pretrain_img_per_s', 'finetune_s', 'eval_images', 'wall_s', 'torch', 'device', 'threads'}
+             'pretrain_s', 'pretrain_img_per_s', 'finetune_s', 'eval_images', 'wall_s', 'torch', 'device', 'threads', 'budget_name',
+             'eval_split', 'loss_tail_drop'}
 
 
 def _fake_stages(monkeypatch, seen: dict):
@@ -37,7 +39,10 @@ def _fake_stages(monkeypatch, seen: dict):
     monkeypatch.setattr(ex, 'pretrain', pretrain)
     monkeypatch.setattr(ex, 'load_model', lambda ckpt: MaskedAutoencoder(seen['pretrained']))
     monkeypatch.setattr(ex, 'probe_encoder', probe_encoder)
-    monkeypatch.setattr(ex, 'finetune', lambda fc: dict(test_acc=30.0, train_s=0.5))
+    def finetune(fc):
+        seen['finetuned'] = fc
+        return dict(test_acc=30.0, train_s=0.5)
+    monkeypatch.setattr(ex, 'finetune', finetune)
 
 
 @pytest.mark.parametrize('variant', list(ABLATIONS))
@@ -65,21 +70,37 @@ def test_longer_budget_command_parses(tmp_path, monkeypatch):
     assert (args.variants, args.seeds, args.smoke, args.epochs) == (['mask_0.5'], [0], False, 5)
 
 
-def test_smoke_end_to_end(tmp_path):
-    "The console script runs the reference (no pretraining) and a pretraining variant whose change must reach the model."
-    r = subprocess.run([MAE_NB, 'ablate', 'random_init', 'encoder_mask_tokens', '--smoke', '--device', 'cpu',
-                        '--out', tmp_path/'json', '--work', tmp_path/'work'],
+@pytest.mark.parametrize('variant', ['default', 'random_init'])
+def test_gpu_budget_hands_its_recipe_to_finetuning(tmp_path, monkeypatch, variant):
+    seen = {}
+    _fake_stages(monkeypatch, seen)
+    res = ablate(variant, seed=0, out=tmp_path, work=tmp_path/'work', budget='gpu', device='cpu')
+    fc, b = seen['finetuned'], GPU_ABLATION
+    assert (fc.mixup, fc.cutmix, fc.randaug_ops, fc.layer_decay, fc.drop_path, fc.smoothing, fc.compile) == (0.8, 1.0, 2, 0.75, 0.1, 0.1, True)
+    assert (fc.batch_size, fc.limit, fc.blr) == (b['finetune_batch_size'], b['finetune_images'], b['finetune_blr'])
+    assert fc.epochs == (b['scratch_epochs'] if variant == 'random_init' else b['finetune_epochs'])    # from scratch: longer
+    assert (tmp_path/f'{variant}-seed0-gpu.json').exists() and res['budget'] == b and res['budget_name'] == 'gpu'
+    args = build_parser().parse_args(shlex.split(res['command'])[1:])
+    assert (args.variants, args.budget, args.smoke) == ([variant], 'gpu', False)
+
+
+def test_gpu_smoke_end_to_end_two_at_a_time(tmp_path):
+    "The console script runs the reference (no pretraining) and a pretraining variant whose change must reach the model, in parallel."
+    r = subprocess.run([MAE_NB, 'ablate', 'random_init', 'encoder_mask_tokens', '--smoke', '--budget', 'gpu', '--jobs', '2',
+                        '--device', 'cpu', '--out', tmp_path/'json', '--work', tmp_path/'work'],
                        capture_output=True, text=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
     assert r.returncode == 0, r.stderr[-2000:]
     results = {p.name: json.loads(p.read_text()) for p in (tmp_path/'json').glob('*.json')}
-    assert sorted(results) == ['encoder_mask_tokens-seed0-smoke.json', 'random_init-seed0-smoke.json']
+    assert sorted(results) == ['encoder_mask_tokens-seed0-gpu-smoke.json', 'random_init-seed0-gpu-smoke.json']
     for name, res in results.items():
         assert JSON_KEYS <= set(res), name
         assert 0 <= res['linear_probe'] <= 100 and 0 <= res['knn'] <= 100 and 0 <= res['finetune'] <= 100, name
-        assert res['eval_images'] == SMOKE['eval_limit'], name
-        assert res['command'].startswith(f"mae_nb ablate {res['variant']} --seeds 0 --smoke")
+        assert res['eval_images'] == SMOKE['eval_limit'] and res['budget'] == smoke_budget(GPU_ABLATION), name
+        assert res['command'].startswith(f"mae_nb ablate {res['variant']} --seeds 0 --budget gpu --smoke")
         assert (res['pretrain_s'] is None) == (res['variant'] == 'random_init')
-    assert results['encoder_mask_tokens-seed0-smoke.json']['config']['encoder_mask_tokens'] is True
-    ckpt = tmp_path/'work'/'encoder_mask_tokens-seed0-smoke'/'pretrain'/'checkpoint.pt'
+        assert (tmp_path/'work'/f"{res['variant']}-seed0-gpu-smoke.log").exists()        # each process's own output
+    assert results['encoder_mask_tokens-seed0-gpu-smoke.json']['config']['encoder_mask_tokens'] is True
+    ckpt = tmp_path/'work'/'encoder_mask_tokens-seed0-gpu-smoke'/'pretrain'/'checkpoint.pt'
     assert load_model(ckpt).cfg.encoder_mask_tokens is True                      # the pretrained model itself had mask tokens
-    assert not (tmp_path/'work'/'random_init-seed0-smoke'/'pretrain').exists()
+    assert not (tmp_path/'work'/'random_init-seed0-gpu-smoke'/'pretrain').exists()
+    assert r.stdout.count('linear probe') == 4                                   # a line as each finishes, then one per result read back
