@@ -1,10 +1,15 @@
-"Fast CPU checks of mae_nb.bench: peaks, FLOP counts, step timing, the three-way benchmark, the step breakdown, time to train."
-import math
+"""Fast CPU checks of mae_nb.bench: peaks, FLOP counts, step timing, the three-way benchmark, the step breakdown, time to train,
+and the suite (`mae_nb bench --suite`: plans, progress lines, a failing entry, the files it writes, the GPU user's command line)."""
+import json, math, os, subprocess, sys
+from pathlib import Path
 from dataclasses import replace
 import pytest
 import torch
-from mae_nb.bench import (CONTENDERS, PHASES, bench_step, benchmark, format_bench, format_breakdown, peak_tflops, step_breakdown,
-                          time_steps, time_to_train, train_flops)
+import mae_nb.bench as bench
+from mae_nb.bench import (CONTENDERS, CPU_SUITE, CUDA_SUITE, PHASES, SUITE_KINDS, BenchConfig, SuiteEntry, bench_step, benchmark,
+                          format_bench, format_breakdown, peak_tflops, run_suite, step_breakdown, suite_plan, time_steps, time_to_train,
+                          train_flops)
+from mae_nb.cli import main
 from mae_nb.model import MAEConfig
 from mae_nb.train import TrainConfig
 from mae_nb.weights import have_transformers
@@ -57,7 +62,6 @@ def test_benchmark_cpu_three_way():
 
 
 def test_hf_skipped_without_transformers(monkeypatch):
-    import mae_nb.bench as bench
     monkeypatch.setattr(bench, 'have_transformers', lambda: False)
     res = bench.benchmark(SMALL, batch_size=2, device='cpu', warmup=0, iters=1, windows=1, contenders=('ours', 'hf'))
     assert [r['name'] for r in res['rows']] == ['ours'] and 'transformers' in res['skipped']['hf']
@@ -82,3 +86,69 @@ def test_time_to_train():
     assert math.isclose(time_to_train(1000.0, 4, epochs=2, images=1_800_000, efficiency=0.8)[4], 0.25 / 0.8)
     with pytest.raises(ValueError, match='positive'): time_to_train(0.0)
     with pytest.raises(ValueError, match='efficiency'): time_to_train(1.0, efficiency=1.5)
+
+
+# ---- the suite: `mae_nb bench --suite` ----
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_suite_plans_hold_the_issue_targets():
+    got = {(e.name, f): t for e in CUDA_SUITE for f, t in e.targets if t is not None}
+    assert got[('vit-l', 'mfu')] == 0.5 and got[('vit-l', 'ours / hf')] == 1.3 and got[('vit-l', 'ours / mask_tokens')] == 3.0
+    assert got[('vit-l-dec1', 'ours / mask_tokens')] == 3.0 and got[('cifar', 'img_per_s')] == 40_000
+    assert got[('fmnist-pretrain', 'img_per_s')] == 100_000 and got[('fmnist-finetune', 'img_per_s')] == 30_000
+    by_name = {e.name: e for e in CUDA_SUITE}
+    assert by_name['vit-l-dec1'].decoder_depth == 1 and by_name['fmnist-finetune'].batch_size == 256 and by_name['cifar'].batch_size == 2048
+    for plan in (CUDA_SUITE, CPU_SUITE): assert {e.kind for e in plan} == set(SUITE_KINDS)
+    assert suite_plan('cpu') is CPU_SUITE and all(t is None for e in CPU_SUITE for _, t in e.targets)
+    with pytest.raises(ValueError, match='--kind'): SuiteEntry('x', 'train', 'x', 'fmnist', 8)
+    with pytest.raises(ValueError, match='--targets'): SuiteEntry('x', 'breakdown', 'x', 'fmnist', 8, targets=(('img_per_s', 1.0),))
+
+
+def test_suite_through_the_cli(tmp_path, monkeypatch, capsys):
+    "Two entries of the CPU plan via `mae_nb bench --suite --only`; the breakdown fails as a GPU out of memory would."
+    def oom(*a): raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+    monkeypatch.setitem(bench.SUITE_RUNNERS, 'breakdown', oom)
+    main(['bench', '--suite', '--device', 'cpu', '--only', 'fmnist-dec1,fmnist-breakdown', '--out', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert '[1/2] Fashion-MNIST preset, 1-block decoder' in out and '[1/2] fmnist-dec1: ours / mask_tokens ' in out
+    assert '[2/2] fmnist-breakdown: skipped: OutOfMemoryError: CUDA out of memory' in out
+    assert out.index('[2/2] fmnist-breakdown:') < out.index('| # | entry |') < out.index('wrote ')    # progress, report, files
+    files = sorted(tmp_path.iterdir())
+    assert [p.suffix for p in files] == ['.json', '.md'] and files[0].stem == files[1].stem == bench.device_slug(bench.device_name('cpu'))
+    rep = json.loads(files[0].read_text())
+    assert {'device', 'device_type', 'torch', 'date', 'command', 'total_s', 'entries'} <= set(rep)
+    assert rep['command'] == f'mae_nb bench --suite --device cpu --only fmnist-dec1,fmnist-breakdown --out {tmp_path}'
+    ok, bad = rep['entries']
+    assert ok['status'] == 'ok' and ok['checks'][0]['figure'] == 'ours / mask_tokens' and ok['checks'][0]['value'] > 1
+    assert bad['status'] == 'skipped' and bad['reason'].startswith('OutOfMemoryError') and bad['checks'][0]['value'] is None
+    md = files[1].read_text()
+    assert f"Made by `{rep['command']}`" in md and 'skipped: OutOfMemoryError' in md and '| ours / mask_tokens |' in md
+
+
+def test_suite_skips_hf_without_transformers(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, 'have_transformers', lambda: False)
+    plan = [SuiteEntry('s', 'step', 'fmnist: ours, HF', 'fmnist', 4, contenders=('ours', 'hf'), steps=1, warmup=0, windows=1,
+                       targets=(('img_per_s', None), ('ours / hf', 1.3)))]
+    rep = run_suite(BenchConfig(suite=True, device='cpu', out_dir=str(tmp_path)), plan)
+    (speed, hf), = [rep['entries'][0]['checks']]
+    assert speed['value'] > 0 and hf['value'] is None and hf['met'] is None
+    assert '| ours / hf | hf skipped: transformers is not installed' in next(tmp_path.glob('*.md')).read_text()
+
+
+def test_suite_refuses_unknown_entries_and_unwritable_folders(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: main(['bench', '--suite', '--device', 'cpu', '--only', 'vit-l', '--out', str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and len(err.splitlines()) == 1 and '--only vit-l: must be names of entries of the cpu suite' in err
+    (tmp_path/'file').write_text('x')
+    with pytest.raises(SystemExit): main(['bench', '--suite', '--device', 'cpu', '--only', 'cifar-step', '--out', str(tmp_path/'file')])
+    assert '--out' in capsys.readouterr().err
+
+
+def test_suite_gpu_command_line(tmp_path):
+    "The command a GPU user runs without the package installed: python3 -c 'from mae_nb.cli import main; main()' bench --suite."
+    r = subprocess.run([sys.executable, '-c', 'from mae_nb.cli import main; main()', 'bench', '--suite', '--device', 'cpu',
+                        '--only', 'fmnist-breakdown', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'PYTHONPATH': '.', 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '[1/1] fmnist-breakdown: step time' in r.stdout and len(list(tmp_path.glob('*.md'))) == 1
