@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_masking.ipynb #9a797bac
 from __future__ import annotations
-import math, random
+import math
 from typing import NamedTuple
 import torch
 
@@ -63,38 +63,41 @@ def random_masking(x: torch.Tensor, # tokens (B, N, D)
     return x_masked, mask, ids_restore
 
 # %% ../nbs/01_masking.ipynb #6cd2e3ec
-def _seeded_rng(generator: torch.Generator | None) -> random.Random:
-    "A Python RNG seeded from torch's (global or given) generator, so torch seeds fix block layouts."
-    return random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+def _boxes(top, left, bh, bw, h: int, w: int) -> torch.Tensor: # (B, h, w) bool: the patches inside each sample's rectangle
+    "One rectangle per sample (top, left, height, width: each (B,)) as a mask of the h×w grid."
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    v = lambda t: t.view(-1, 1, 1)
+    return (rows >= v(top)) & (rows < v(top + bh)) & (cols >= v(left)) & (cols < v(left + bw))
 
 def block_noise(batch_size: int, # B
                 grid: tuple[int, int], # patches per column and per row (h, w)
                 mask_ratio: float, # fraction of patches to remove
                 min_block: int | None = None, # smallest block in patches; default N // 12 (16 for a 14×14 grid, as BEiT)
-                generator: torch.Generator | None = None, # for reproducible layouts; default: torch's global RNG
+                generator: torch.Generator | None = None, # CPU generator for reproducible layouts; default: torch's global RNG
+                tries: int = 100, # rectangles tried per sample
                ) -> torch.Tensor: # (B, h*w)
-    "Noise that removes random rectangles covering `mask_ratio` of the patches (BEiT-style block-wise masking)."
+    "Noise that removes random rectangles covering `mask_ratio` of the patches (BEiT-style block-wise masking), drawn for the whole batch at once."
     h, w = grid
     N = h * w
     target = N - num_keep(N, mask_ratio)                       # patches to remove
     min_block = min_block or max(1, N // 12)
-    rng = _seeded_rng(generator)
-    removed = torch.zeros(batch_size, h, w)
-    for b in range(batch_size):
-        count, tries = 0, 0
-        while count < target and tries < 100:
-            tries += 1
-            left = target - count
-            area = rng.uniform(min_block, max(min_block, left))
-            aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
-            bh, bw = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-            if not (1 <= bh <= h and 1 <= bw <= w): continue
-            top, lft = rng.randrange(h - bh + 1), rng.randrange(w - bw + 1)
-            new = int((removed[b, top:top+bh, lft:lft+bw] == 0).sum())
-            if 0 < new <= left:
-                removed[b, top:top+bh, lft:lft+bw] = 1
-                count += new
-    return torch.rand(batch_size, N, generator=generator) + removed.view(batch_size, N)
+    removed, count = torch.zeros(batch_size, h, w, dtype=torch.bool), torch.zeros(batch_size)
+    for _ in range(tries):                                     # a round: every sample still short tries one rectangle
+        act = (count < target).nonzero()[:, 0]                 # (A,) those samples (CPU tensors: no device to wait for)
+        if len(act) == 0: break
+        left = target - count[act]                             # (A,) patches each still has to remove
+        u = torch.rand(len(act), 4, generator=generator)       # area, aspect, top, left
+        area = min_block + (left.clamp(min=min_block) - min_block) * u[:, 0]
+        aspect = torch.exp(math.log(0.3) + 2 * math.log(1 / 0.3) * u[:, 1])
+        bh, bw = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+        fits = (bh >= 1) & (bh <= h) & (bw >= 1) & (bw <= w)
+        top, lft = (u[:, 2] * (h - bh + 1).clamp(min=1)).floor(), (u[:, 3] * (w - bw + 1).clamp(min=1)).floor()
+        box = _boxes(top, lft, bh, bw, h, w)                   # (A, h, w)
+        new = (box & ~removed[act]).sum((1, 2))                # (A,) patches this rectangle would add
+        take = fits & (new > 0) & (new <= left)
+        removed[act] |= box & take.view(-1, 1, 1)
+        count[act] += new * take
+    return torch.rand(batch_size, N, generator=generator) + removed.view(batch_size, N).float()
 
 # %% ../nbs/01_masking.ipynb #b2549462
 def grid_noise(batch_size: int, # B
