@@ -170,8 +170,8 @@ def crop_boxes(n: int, # how many boxes
     h, w, u_top, u_left = (t.gather(1, first)[:, 0] for t in (h, w, u[..., 2], u[..., 3]))
     top = torch.minimum((u_top * (height - h + 1)).floor(), height - h)          # uniform in 0 … height − h
     left = torch.minimum((u_left * (width - w + 1)).floor(), width - w)
-    whole = torch.tensor([0., 0., height, width], device=dev)
-    return torch.where(fits.any(1, keepdim=True), torch.stack([top, left, h, w], 1), whole)
+    ok = fits.any(1)                                                             # else the whole image
+    return torch.stack([top.where(ok, 0.), left.where(ok, 0.), h.where(ok, float(height)), w.where(ok, float(width))], 1)
 
 # %% ../nbs/05_data.ipynb #939b8990
 def resized_crops(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1]
@@ -287,12 +287,14 @@ class TensorLoader(_EpochLoader):
                  rank: int = 0, world_size: int = 1, # this process's share of each epoch under DDP
                  drop_last: bool | None = None, # drop the last partial batch; default: when training
                  augment: bool | None = None, # random crops and flips; default: when training
+                 crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                 ):
         _check_tensor_dataset(images, labels, mean, std)
         self.device = torch.device(device)
         self.images = images.to(self.device)                                       # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels).long().to(self.device)               # (N,)
         self.img_size, self.augment = img_size or images.shape[-1], train if augment is None else augment
+        self.crop_scale = tuple(crop_scale)
         self.mean, self.std = _per_channel(mean, self.device), _per_channel(std, self.device)   # (1, C or 1, 1, 1)
         self._setup(len(images), batch_size, train, seed, rank, world_size, drop_last)
 
@@ -310,13 +312,14 @@ class TensorLoader(_EpochLoader):
     def _pixels(self, x, epoch, i): # (B, C, H, W) uint8 -> (B, C, S, S) float in [0, 1]
         if not self.augment: return _unaugmented(x, self.img_size)
         g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, i))   # for the global batch (all ranks): DDP = one process
-        return batch_augment(x, self.img_size, generator=g, share=(self.rank, self.world_size))
+        return batch_augment(x, self.img_size, generator=g, scale=self.crop_scale, share=(self.rank, self.world_size))
 
 # %% ../nbs/05_data.ipynb #972c1466
 def imagefolder(root: str | Path, # the folder holding one folder per split (`train/`, `val/`)
                 split: str = 'train', # the split's folder name
                 img_size: int = 224, # side of the square images served
                 train: bool = True, # random crop and flip (else: resize and centre crop)
+                crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                ): # torchvision.datasets.ImageFolder
     "An ImageFolder tree `root/split/<class>/<images>` with the paper's transforms and ImageNet normalisation."
     import torchvision
@@ -326,7 +329,7 @@ def imagefolder(root: str | Path, # the folder holding one folder per split (`tr
         raise FileNotFoundError(f"{folder} not found: an image folder holds one sub-folder of images per class under each split, "
                                 "as ImageNet's train/n01440764/*.JPEG and val/n01440764/*.JPEG; pass the folder above them as root")
     bicubic = T.InterpolationMode.BICUBIC
-    if train: geometry = [T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=bicubic), T.RandomHorizontalFlip()]
+    if train: geometry = [T.RandomResizedCrop(img_size, scale=tuple(crop_scale), interpolation=bicubic), T.RandomHorizontalFlip()]
     else: geometry = [T.Resize(int(img_size / 0.875), interpolation=bicubic), T.CenterCrop(img_size)]
     return torchvision.datasets.ImageFolder(str(folder), transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
 
@@ -478,10 +481,11 @@ def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CP
 def _random_crop(x: torch.Tensor, # (1, C, H, W) float
                  S: int, # side of the output
                  generator: torch.Generator | None = None,
+                 scale: tuple[float, float] = (0.2, 1.0), # the crop's area range, as a fraction of the image's
                 ) -> torch.Tensor: # (1, C, S, S)
     "`RandomResizedCrop` (bicubic, antialiased) and a flip with probability ½, for one image."
     _, _, H, W = x.shape
-    top, left, h, w = (int(v) for v in crop_boxes(1, H, W, generator=generator)[0].tolist())
+    top, left, h, w = (int(v) for v in crop_boxes(1, H, W, scale, generator=generator)[0].tolist())
     x = F.interpolate(x[..., top:top + h, left:left + w], size=(S, S), mode='bicubic', antialias=True, align_corners=False)
     return x.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else x
 
@@ -499,12 +503,13 @@ def _centre_crop(x: torch.Tensor, # (1, C, H, W) float
 # %% ../nbs/05_data.ipynb #5834fb7a
 def crop_resize(imgs: list[torch.Tensor], # (3, H_i, W_i) uint8 images of any sizes, on one device
                 img_size: int, # side of the square output
-                train: bool = True, # random resized crop (20–100 %) and flip; else resize the short side to img_size/0.875, centre crop
+                train: bool = True, # random resized crop and flip; else resize the short side to img_size/0.875, centre crop
                 generator: torch.Generator | None = None, # CPU generator for the crops and flips
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation
+                crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                ) -> torch.Tensor: # (B, 3, img_size, img_size) float, normalised
     "The paper's geometry for a list of differently sized images, then one normalised batch."
-    crop = (lambda x: _random_crop(x, img_size, generator)) if train else (lambda x: _centre_crop(x, img_size))
+    crop = (lambda x: _random_crop(x, img_size, generator, crop_scale)) if train else (lambda x: _centre_crop(x, img_size))
     x = torch.cat([crop(img[None].float()) for img in imgs]).clamp_(0, 255) / 255     # (B, 3, S, S) in [0, 1]
     return (x - _per_channel(mean, x.device)) / _per_channel(std, x.device)
 
@@ -532,9 +537,10 @@ class DeviceDecodeLoader(FolderLoader):
                  device='cpu', seed: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int = 4, # file-reading processes
                  drop_last: bool | None = None,
+                 crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                 ):
         super().__init__(dataset, batch_size, train, device, seed, rank, world_size, num_workers, drop_last)
-        self.img_size, self.augment = img_size, train if augment is None else augment
+        self.img_size, self.augment, self.crop_scale = img_size, train if augment is None else augment, tuple(crop_scale)
 
     def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are never read
                  ): # yields x (B, 3, S, S) float normalised, y (B,) int64, both on `device`
@@ -554,7 +560,7 @@ class DeviceDecodeLoader(FolderLoader):
                 imgs = None                              # one bad file fails the batched call: decode the files one by one
             if imgs is None: imgs, y = _decode_one_by_one(self, files, y, order[b * self.batch_size:(b + 1) * self.batch_size])
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, start + b, self.rank))
-            yield crop_resize(imgs, self.img_size, self.augment, g), y.to(self.device, non_blocking=True)
+            yield crop_resize(imgs, self.img_size, self.augment, g, crop_scale=self.crop_scale), y.to(self.device, non_blocking=True)
 
 # %% ../nbs/05_data.ipynb #163afdc8
 def _decode_one_by_one(loader, files, y, idx):
@@ -585,23 +591,25 @@ def make_loader(name: str, # one of `DATASETS`
                 augment: bool | None = None, # random crops and flips; default: when training
                 limit: int | None = None, # use only the first `limit` images of the split
                 decode: str = 'workers', # imagefolder: 'workers' (PIL in DataLoader workers) or 'device' (JPEGs decoded on `device`: nvJPEG on CUDA)
+                crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range (pretraining 0.2–1, fine-tuning 0.08–1)
                ) -> TensorLoader | FolderLoader:
     """The loader for a dataset: in memory on the device for fmnist and cifar10, from disk through workers for image folders.
 
     Image folders: unreadable files are skipped (the next readable image stands in), named once on stderr, counted in `loader.skipped`."""
     _check_dataset(name)
     if decode not in ('workers', 'device'): raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+    if not 0 < crop_scale[0] <= crop_scale[1] <= 1: raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop_scale}")
     augment = train if augment is None else augment
     if name == 'imagefolder':
         if root is None: raise ValueError("imagefolder needs root: the folder holding the split folders (train/, val/), e.g. make_loader('imagefolder', 'train', 256, root='/data/imagenet')")
-        ds = image_bytes(root, split) if decode == 'device' else imagefolder(root, split, img_size or 224, augment)
+        ds = image_bytes(root, split) if decode == 'device' else imagefolder(root, split, img_size or 224, augment, crop_scale)
         if limit: ds = torch.utils.data.Subset(ds, range(min(limit, len(ds))))
         if decode == 'device':
             return DeviceDecodeLoader(ds, batch_size, img_size or 224, train=train, augment=augment, device=device, seed=seed,
-                                      rank=rank, world_size=world_size, num_workers=num_workers)
+                                      rank=rank, world_size=world_size, num_workers=num_workers, crop_scale=crop_scale)
         return FolderLoader(ds, batch_size, train=train, device=device, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers)
     images, labels = load_tensor_dataset(name, split, root)
     if limit: images, labels = images[:limit], labels[:limit]
     info = dataset_info(name)
     return TensorLoader(images, labels, batch_size, img_size=img_size or info['img_size'], train=train, mean=info['mean'], std=info['std'],
-                        device=device, seed=seed, rank=rank, world_size=world_size, augment=augment)
+                        device=device, seed=seed, rank=rank, world_size=world_size, augment=augment, crop_scale=crop_scale)

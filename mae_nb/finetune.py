@@ -4,13 +4,13 @@
 
 # %% ../nbs/09_finetune.ipynb #c92881d9
 from __future__ import annotations
-import random
+import math, random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .data import dataset_info, mix_seed
+from .data import crop_boxes, dataset_info, mix_seed
 from .evaluate import POOLS
 from .model import MAEConfig, PRESETS, check_value, is_decoder_key
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
@@ -19,8 +19,10 @@ from .train import (NO_DECAY_NAMES, TrainConfig, build_loader, check_positive_in
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
-__all__ = ['ViTClassifier', 'load_encoder', 'layer_id', 'layer_decay_groups', 'rand_augment', 'mix_targets', 'soft_cross_entropy',
-           'evaluate_classifier', 'FinetuneConfig', 'finetune']
+__all__ = ['RANDAUG_OPS', 'GEOMETRIC_OPS', 'MAX_SHEAR', 'MAX_TRANSLATE', 'MAX_ROTATE', 'MAX_ENHANCE', 'MAX_POSTERIZE',
+           'LEVEL_OPS', 'ViTClassifier', 'load_encoder', 'layer_id', 'layer_decay_groups', 'randaug_params',
+           'apply_ops', 'rand_augment', 'random_erase', 'sample_beta', 'mix_targets', 'soft_cross_entropy',
+           'finetune_augment', 'evaluate_classifier', 'FinetuneConfig', 'finetune']
 
 # %% ../nbs/09_finetune.ipynb #716185b0
 class ViTClassifier(nn.Module):
@@ -106,42 +108,226 @@ def layer_decay_groups(model: ViTClassifier, weight_decay: float, layer_decay: f
         g['params'].append(p)
     return [groups[k] for k in sorted(groups)]
 
-# %% ../nbs/09_finetune.ipynb #5515c7a7
-def rand_augment(x: torch.Tensor, # (B, C, H, W) normalised images
-                 mean, std, # the dataset's normalisation (sequences of 1 or C values)
-                 num_ops: int = 2, magnitude: int = 9, # RandAugment's N and M (M of 30 levels; the paper's 9 ≈ 0.3)
-                ) -> torch.Tensor: # (B, C, H, W) normalised
-    "torchvision's RandAugment applied image by image (each draws its own operations), in pixel space."
-    from torchvision.transforms import v2
-    if num_ops == 0: return x
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    ra = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
-    pix = (x * s + m).clamp(0, 1)
-    return (torch.stack([ra(im) for im in pix]) - m) / s
+# %% ../nbs/09_finetune.ipynb #750887ee
+RANDAUG_OPS = ('identity', 'shear_x', 'shear_y', 'translate_x', 'translate_y', 'rotate', 'brightness', 'color',
+               'contrast', 'sharpness', 'posterize', 'solarize', 'autocontrast', 'equalize')
+GEOMETRIC_OPS = RANDAUG_OPS[1:6]
+MAX_SHEAR, MAX_TRANSLATE, MAX_ROTATE, MAX_ENHANCE, MAX_POSTERIZE = 0.3, 0.45, 30.0, 0.9, 4   # the strengths at magnitude 10
 
+def randaug_params(n: int, # how many images
+                   num_ops: int = 2, # operations per image (RandAugment's N)
+                   magnitude: float = 9.0, # strength M on 0–10 (10: the strongest)
+                   mstd: float = 0.5, # std of the Gaussian noise added to M for every operation applied (0: all at M)
+                   generator: torch.Generator | None = None, # draws happen on its device
+                   device=None, # where to draw without a generator (global RNG); default CPU
+                  ) -> tuple[torch.Tensor, torch.Tensor]: # ops (n, num_ops) int64 into RANDAUG_OPS, strength (n, num_ops) in [-1, 1]
+    "Each image's RandAugment operations (uniform, with replacement) and their signed strengths m = ±magnitude / 10."
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    ops = torch.randint(len(RANDAUG_OPS), (n, num_ops), generator=generator, device=dev)
+    m = (magnitude + mstd * torch.randn(n, num_ops, generator=generator, device=dev)).clamp(0, 10) / 10
+    negative = torch.rand(n, num_ops, generator=generator, device=dev) < 0.5
+    return ops, torch.where(negative, -m, m)
+
+# %% ../nbs/09_finetune.ipynb #6e2e5661
+def _op_maps(op: torch.Tensor, s: torch.Tensor, # (B,) operation and signed strength of one turn
+             H: int, W: int) -> torch.Tensor: # (B, 3, 3)
+    "Where each image's geometric operation reads an output pixel from, in pixels from the image's centre (identity for other operations)."
+    z, one = torch.zeros_like(s), torch.ones_like(s)
+    is_ = lambda name: op == RANDAUG_OPS.index(name)
+    a = torch.deg2rad(MAX_ROTATE * s)
+    c, sn = torch.where(is_('rotate'), a.cos(), one), torch.where(is_('rotate'), a.sin(), z)   # counter-clockwise on screen
+    shx, shy = torch.where(is_('shear_x'), MAX_SHEAR * s, z), torch.where(is_('shear_y'), MAX_SHEAR * s, z)
+    tx = torch.where(is_('translate_x'), MAX_TRANSLATE * W * s, z)                  # the content moves right ...
+    ty = torch.where(is_('translate_y'), MAX_TRANSLATE * H * s, z)                  # ... and down
+    return torch.stack([c, shx - sn, shx * H / 2 - tx,                              # shears pivot on the top-left corner
+                        sn + shy, c, shy * W / 2 - ty,
+                        z, z, one], 1).view(-1, 3, 3)
+
+def _warp(pix: torch.Tensor, # (B, C, H, W)
+          M: torch.Tensor, # (B, 3, 3) output-to-input maps, in pixels from the centre
+         ) -> torch.Tensor: # (B, C, H, W), black where the map leaves the image
+    "Resample every image through its own affine map (bilinear)."
+    B, C, H, W = pix.shape
+    X = torch.arange(W, device=pix.device) + 0.5 - W / 2                           # pixel centres
+    Y = torch.arange(H, device=pix.device) + 0.5 - H / 2
+    XY1 = torch.stack([X.expand(H, W), Y[:, None].expand(H, W), torch.ones(H, W, device=pix.device)], -1).view(H * W, 3)
+    src = torch.einsum('pk,bjk->bpj', XY1, M[:, :2])                               # (B, H·W, 2) in pixels
+    grid = torch.stack([src[..., 0] / (W / 2), src[..., 1] / (H / 2)], -1).view(B, H, W, 2)   # in [-1, 1]
+    return F.grid_sample(pix, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+
+# %% ../nbs/09_finetune.ipynb #0768a5b5
+def _gray(x: torch.Tensor) -> torch.Tensor: # (B, C, H, W) -> (B, 1, H, W)
+    "Luma of RGB images; one channel is its own grey."
+    return x if x.shape[1] == 1 else 0.2989 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+def _blend(x, base, s): # (B, C, H, W), broadcastable reference, (B,) strength
+    "x moved from `base` by the factor 1 + 0.9·s, clipped to [0, 1]."
+    f = (1 + MAX_ENHANCE * s).view(-1, 1, 1, 1)
+    return (base + f * (x - base)).clamp(0, 1)
+
+def _color(x, s): return x if x.shape[1] == 1 else _blend(x, _gray(x), s)
+
+def _sharpness(x, s):
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]                       # 3-pixel vertical sums
+    smooth = (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[..., 1:-1, 1:-1]) / 13
+    base = x.clone(); base[..., 1:-1, 1:-1] = smooth                               # the border stays
+    return _blend(x, base, s)
+
+# %% ../nbs/09_finetune.ipynb #158956fc
+LEVEL_OPS = ('brightness', 'contrast', 'posterize', 'solarize', 'autocontrast', 'equalize')
+
+def _level_tables(pix: torch.Tensor, # (B, C, H, W) in [0, 1]
+                  q: torch.Tensor, # (B, C, H·W) int64: the pixels as levels 0…255
+                  op: torch.Tensor, s: torch.Tensor, # (B,) operation and signed strength
+                 ) -> torch.Tensor: # (B, C, 256): the new value of each level
+    "Each image's level operation as a lookup table (the identity table for the other operations)."
+    B, C, P = q.shape
+    v = torch.arange(256., device=q.device) / 255                                   # (256,) the levels
+    s, f = s.view(B, 1, 1), (1 + MAX_ENHANCE * s).view(B, 1, 1)
+    lo, hi = pix.amin((2, 3)).view(B, C, 1), pix.amax((2, 3)).view(B, C, 1)
+    hist = torch.zeros(B, C, 256, device=q.device).scatter_add_(2, q, torch.ones(1, device=q.device).expand(q.shape))
+    step = ((P - hist.gather(2, (hi * 255).round().long())) / 255).floor()          # pixels below the top level, / 255
+    below = hist.cumsum(2) - hist                                                   # pixels darker than each level
+    levels = 2 ** (8 - (MAX_POSTERIZE * s.abs()).round())                           # 256 … 16 levels
+    tables = dict(
+        brightness=(f * v).clamp(0, 1),
+        contrast=(f * v + (1 - f) * _gray(pix).mean((1, 2, 3)).view(B, 1, 1)).clamp(0, 1),
+        posterize=torch.minimum((v * levels).floor(), levels - 1) / levels,
+        solarize=torch.where(v >= 1 - s.abs(), 1 - v, v),
+        autocontrast=torch.where(hi > lo, ((v - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1), v),
+        equalize=torch.where(step > 0, ((below + (step / 2).floor()) / step.clamp(min=1)).floor().clamp(max=255) / 255, v))
+    out = v.expand(B, C, 256)
+    for name in LEVEL_OPS: out = torch.where((op == RANDAUG_OPS.index(name)).view(B, 1, 1), tables[name], out)
+    return out
+
+# %% ../nbs/09_finetune.ipynb #63e4f47d
+def _colour_op(pix: torch.Tensor, op: torch.Tensor, s: torch.Tensor) -> torch.Tensor: # (B, C, H, W), (B,), (B,) -> (B, C, H, W)
+    "Image b gets colour operation op[b] at strength s[b]; geometric operations and identity leave it as it is."
+    B, C, H, W = pix.shape
+    pick = (op == torch.arange(len(RANDAUG_OPS), device=op.device)[:, None]).to(pix.dtype)[..., None, None, None]  # (14, B, 1, 1, 1)
+    q = (pix * 255).round().long().view(B, C, H * W)
+    looked_up = _level_tables(pix, q, op, s).gather(2, q).view(B, C, H, W)
+    out = torch.lerp(pix, looked_up, sum(pick[RANDAUG_OPS.index(n)] for n in LEVEL_OPS))
+    out = torch.lerp(out, _color(pix, s), pick[RANDAUG_OPS.index('color')])
+    return torch.lerp(out, _sharpness(pix, s), pick[RANDAUG_OPS.index('sharpness')])
+
+def apply_ops(pix: torch.Tensor, # (B, C, H, W) in [0, 1]
+              ops: torch.Tensor, # (B, N) indices into RANDAUG_OPS: image b's operations, in order
+              strength: torch.Tensor, # (B, N) signed strengths in [-1, 1] (magnitude / 10)
+             ) -> torch.Tensor: # (B, C, H, W) in [0, 1]
+    "Every image's own operations: the colour ones turn by turn, then its geometric ones composed into one warp."
+    B, N = ops.shape
+    M = torch.eye(3, device=pix.device).expand(B, 3, 3)
+    for k in range(N):
+        pix = _colour_op(pix, ops[:, k], strength[:, k])
+        M = M @ _op_maps(ops[:, k], strength[:, k], *pix.shape[-2:])               # turn k's map, after the earlier ones'
+    moved = ((ops >= 1) & (ops <= len(GEOMETRIC_OPS))).any(1).to(pix.dtype).view(B, 1, 1, 1)
+    return torch.lerp(pix, _warp(pix, M), moved)
+
+def rand_augment(pix: torch.Tensor, # (B, C, H, W) in [0, 1]
+                 num_ops: int = 2, magnitude: float = 9.0, mstd: float = 0.5, # RandAugment's N, M (0–10) and magnitude noise
+                 generator: torch.Generator | None = None, # on the device of `pix`; default its global RNG
+                ) -> torch.Tensor: # (B, C, H, W) in [0, 1]
+    "RandAugment for a batch: each image draws its own `num_ops` operations and strengths."
+    if num_ops == 0: return pix
+    return apply_ops(pix, *randaug_params(len(pix), num_ops, magnitude, mstd, generator, pix.device))
+
+# %% ../nbs/09_finetune.ipynb #c0e7197b
+def random_erase(x: torch.Tensor, # (B, C, H, W) normalised images
+                 p: float = 0.25, # probability that an image gets a rectangle
+                 generator: torch.Generator | None = None, # on the device of `x`; default its global RNG
+                 area: tuple[float, float] = (0.02, 1 / 3), # the rectangle's area, as a fraction of the image's
+                 ratio: tuple[float, float] = (0.3, 3.3), # its aspect ratio (width / height), sampled log-uniformly
+                ) -> torch.Tensor: # (B, C, H, W)
+    "RandomErasing for a batch: with probability `p`, a random rectangle of an image becomes noise ~ N(0, 1), per pixel and channel."
+    B, C, H, W = x.shape
+    top, left, h, w = (v.view(B, 1, 1) for v in crop_boxes(B, H, W, area, ratio, generator, x.device).unbind(1))
+    erase = (torch.rand(B, generator=generator, device=x.device) < p).view(B, 1, 1) & (h * w < H * W)   # the whole image: none fitted
+    r = torch.arange(H, device=x.device).view(1, H, 1)
+    c = torch.arange(W, device=x.device).view(1, 1, W)
+    inside = erase & (r >= top) & (r < top + h) & (c >= left) & (c < left + w)      # (B, H, W)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.where(inside[:, None], noise, x)
+
+# %% ../nbs/09_finetune.ipynb #e18aa4aa
+def sample_beta(alpha: float, # both shape parameters of Beta(α, α), positive
+                n: int = 1, # how many draws
+                generator: torch.Generator | None = None, # draws happen on its device
+                device=None, # where to draw without a generator; default CPU
+                tries: int = 16, # candidates per Gamma draw
+               ) -> torch.Tensor: # (n,) in (0, 1)
+    "Beta(α, α) draws from a generator: G₁ / (G₁ + G₂) for two Gamma(α) draws by Marsaglia and Tsang's method, without a loop."
+    dev = generator.device if generator is not None else torch.device(device or 'cpu')
+    a = alpha + 1 if alpha < 1 else alpha
+    d = a - 1 / 3; c = 1 / math.sqrt(9 * d)
+    z = torch.randn(2, n, tries, generator=generator, device=dev)
+    u = torch.rand(2, n, tries, generator=generator, device=dev)
+    v = (1 + c * z) ** 3
+    ok = (v > 0) & (u.log() < z ** 2 / 2 + d - d * v + d * v.clamp(min=1e-30).log())
+    g = (d * v).gather(2, ok.float().argmax(2, keepdim=True))[..., 0].clamp(min=1e-30)   # (2, n): the first accepted
+    if alpha < 1: g = g * torch.rand(2, n, generator=generator, device=dev) ** (1 / alpha)
+    return g[0] / (g[0] + g[1])
+
+# %% ../nbs/09_finetune.ipynb #1585614a
+def _cut_box(lam: torch.Tensor, # () CutMix's drawn λ
+             H: int, W: int, generator: torch.Generator | None, device,
+            ) -> tuple[torch.Tensor, torch.Tensor]: # (1, H, W) bool box, () the fraction it leaves
+    "CutMix's box: sides √(1 − λ) of the image's around a uniform centre, clipped at the border; and the true kept fraction."
+    side = (1 - lam).sqrt()
+    cy, cx = (torch.rand(2, generator=generator, device=device) * torch.stack([torch.full_like(lam, H), torch.full_like(lam, W)])).floor()
+    top, bottom = (cy - (side * H / 2).round()).clamp(0, H), (cy + (side * H / 2).round()).clamp(0, H)
+    left, right = (cx - (side * W / 2).round()).clamp(0, W), (cx + (side * W / 2).round()).clamp(0, W)
+    r, c = torch.arange(H, device=device).view(H, 1), torch.arange(W, device=device).view(1, W)
+    box = (r >= top) & (r < bottom) & (c >= left) & (c < right)
+    return box[None], 1 - (bottom - top) * (right - left) / (H * W)
+
+# %% ../nbs/09_finetune.ipynb #1f0aa7d9
 def mix_targets(x: torch.Tensor, # (B, C, H, W)
                 y: torch.Tensor, # (B,) class numbers
                 num_classes: int,
                 mixup: float = 0.8, cutmix: float = 1.0, # Beta(α, α) parameters; 0 turns one off
                 smoothing: float = 0.1, # label smoothing
+                generator: torch.Generator | None = None, # on the device of `x`; default its global RNG
                ) -> tuple[torch.Tensor, torch.Tensor]: # mixed images (B, C, H, W), soft targets (B, num_classes)
-    "MixUp or CutMix (one of the two per batch, from torchvision) and label smoothing: images and probability targets."
-    from torchvision.transforms import v2
-    if int(y.max()) >= num_classes or int(y.min()) < 0:
+    "MixUp or CutMix (one of the two per batch, one λ) and label smoothing: images and probability targets."
+    B, C, H, W = x.shape
+    if y.device.type == 'cpu' and len(y) and not 0 <= int(y.min()) <= int(y.max()) < num_classes:   # free on the CPU only
         raise ValueError(f"labels go from {int(y.min())} to {int(y.max())} but the classifier has {num_classes} classes: "
                          "set num_classes to the dataset's class count")
-    mixers = [m for a, m in ((mixup, v2.MixUp), (cutmix, v2.CutMix)) if a > 0]
-    alphas = [a for a in (mixup, cutmix) if a > 0]
-    if mixers:
-        mix = v2.RandomChoice([M(alpha=a, num_classes=num_classes) for M, a in zip(mixers, alphas)])
-        x, t = mix(x, y)
-    else: t = F.one_hot(y, num_classes).to(x.dtype)
+    t = torch.zeros(B, num_classes, device=x.device, dtype=x.dtype).scatter_(1, y.view(-1, 1), 1.0)   # one-hot
+    if mixup > 0 or cutmix > 0:
+        one = torch.ones((), device=x.device)
+        lam_mix = sample_beta(mixup, 1, generator, x.device)[0] if mixup > 0 else one
+        box, lam_cut = _cut_box(sample_beta(cutmix, 1, generator, x.device)[0] if cutmix > 0 else one, H, W, generator, x.device)
+        use_cut = torch.rand((), generator=generator, device=x.device) < (0.5 if mixup > 0 and cutmix > 0 else float(cutmix > 0))
+        other = x.roll(1, 0)                                                        # image i meets image i − 1
+        x = torch.where(use_cut, torch.where(box, other, x), lam_mix * x + (1 - lam_mix) * other)
+        lam = torch.where(use_cut, lam_cut, lam_mix).to(x.dtype)
+        t = lam * t + (1 - lam) * t.roll(1, 0)
     return x, t * (1 - smoothing) + smoothing / num_classes
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     "Mean cross-entropy of `logits` (B, K) against probability targets (B, K)."
     return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+# %% ../nbs/09_finetune.ipynb #61d7b282
+def finetune_augment(x: torch.Tensor, # (B, C, H, W) normalised images (already cropped and flipped by the loader)
+                     y: torch.Tensor, # (B,) class numbers
+                     num_classes: int,
+                     mean, std, # the dataset's normalisation: sequences of 1 or C values, or tensors on the device of `x`
+                     generator: torch.Generator | None = None, # on the device of `x`; every draw of the batch comes from it
+                     randaug_ops: int = 2, randaug_magnitude: float = 9.0, randaug_mstd: float = 0.5, # RandAugment (N, M, noise)
+                     erase_prob: float = 0.25, # RandomErasing's probability
+                     mixup: float = 0.8, cutmix: float = 1.0, smoothing: float = 0.1,
+                    ) -> tuple[torch.Tensor, torch.Tensor]: # images (B, C, H, W) float32 normalised, targets (B, num_classes)
+    "The fine-tuning recipe's batch augmentation: RandAugment (in pixel space), RandomErasing, MixUp or CutMix, label smoothing."
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        if randaug_ops > 0:
+            m, s = (torch.as_tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) for v in (mean, std))
+            x = (rand_augment((x * s + m).clamp(0, 1), randaug_ops, randaug_magnitude, randaug_mstd, generator) - m) / s
+        if erase_prob > 0: x = random_erase(x, erase_prob, generator)
+        return mix_targets(x, y, num_classes, mixup, cutmix, smoothing, generator)
 
 # %% ../nbs/09_finetune.ipynb #c305322a
 @torch.no_grad()
@@ -175,7 +361,10 @@ class FinetuneConfig(TrainConfig):
     cutmix: float = 1.0             # CutMix Beta(α, α); 0: off
     smoothing: float = 0.1          # label smoothing
     randaug_ops: int = 2            # RandAugment operations per image; 0: off
-    randaug_magnitude: int = 9
+    randaug_magnitude: float = 9.0  # RandAugment strength on 0–10 (10: the strongest)
+    randaug_mstd: float = 0.5       # std of the noise on the magnitude, per operation applied (0: none)
+    erase_prob: float = 0.25        # RandomErasing: share of the images that get a noise rectangle; 0: off
+    min_crop_scale: float = 0.08    # RandomResizedCrop's smallest crop, as a fraction of the image's area
     eval_every: int = 1             # score the test split every N epochs (0: only at the end)
     eval_limit: int | None = None   # score only the first N test images (quick runs)
     blr: float = 1e-3
@@ -191,7 +380,9 @@ class FinetuneConfig(TrainConfig):
         check_value(0 < self.layer_decay <= 1, 'layer_decay', self.layer_decay, 'in (0, 1] (1: no decay)')
         for k in ('drop_path', 'smoothing'): check_value(0 <= getattr(self, k) < 1, k, getattr(self, k), 'in [0, 1)')
         for k in ('mixup', 'cutmix', 'randaug_ops', 'eval_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0 (0: off)')
-        check_value(0 <= self.randaug_magnitude <= 30, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 30] (RandAugment has 31 levels)')
+        check_value(0 <= self.randaug_magnitude <= 10, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 10] (the paper: 9)')
+        check_value(self.randaug_mstd >= 0, 'randaug_mstd', self.randaug_mstd, 'at least 0 (0: no noise)')
+        check_value(0 <= self.erase_prob <= 1, 'erase_prob', self.erase_prob, 'in [0, 1] (0: off)')
         check_positive_ints(self, 'eval_limit', 'img_size', optional=True)
         check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
 
@@ -248,10 +439,15 @@ def finetune(fc: FinetuneConfig) -> dict:
         n = len(test_loader) if fc.eval_limit is None else -(-fc.eval_limit // test_loader.batch_size)
         return evaluate_classifier(m, (b for _, b in zip(range(n), test_loader)), device, amp=device.type == 'cuda')
 
+    mean, std = (torch.tensor(v, device=device) for v in (info['mean'], info['std']))     # on the device once, not per step
+    per_image = dict(randaug_ops=fc.randaug_ops, randaug_magnitude=fc.randaug_magnitude, randaug_mstd=fc.randaug_mstd,
+                     erase_prob=fc.erase_prob) if fc.augment else dict(randaug_ops=0, erase_prob=0)
+
     def loss_fn(m, x, y, epoch, i):
-        torch.manual_seed(mix_seed(fc.seed, epoch, i, rank))              # RandAugment, MixUp/CutMix and drop path draws
-        x = rand_augment(x, info['mean'], info['std'], fc.randaug_ops, fc.randaug_magnitude) if fc.augment else x
-        x, t = mix_targets(x, y, model.num_classes, fc.mixup, fc.cutmix, fc.smoothing)
+        seed = mix_seed(fc.seed, epoch, i, rank)
+        torch.manual_seed(seed)                                          # drop path draws from the global RNG
+        x, t = finetune_augment(x, y, model.num_classes, mean, std, torch.Generator(device=x.device).manual_seed(seed), **per_image,
+                                mixup=fc.mixup, cutmix=fc.cutmix, smoothing=fc.smoothing)
         return soft_cross_entropy(m(x), t)
 
     meta = dict(config=asdict(model.cfg), num_classes=model.num_classes, pool=fc.pool, kind='classifier', pretrained=fc.checkpoint)

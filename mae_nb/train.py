@@ -44,7 +44,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0      # linear warm-up length
     weight_decay: float = 0.05      # AdamW weight decay of the matrices (none on biases, norms, tokens)
     betas: tuple[float, float] = (0.9, 0.95)   # AdamW betas (the paper's 0.95, not the usual 0.999)
-    augment: bool = True            # RandomResizedCrop(0.2–1) + flip; off: the images as they are
+    augment: bool = True            # RandomResizedCrop(min_crop_scale–1) + flip; off: the images as they are
+    min_crop_scale: float = 0.2     # RandomResizedCrop's smallest crop, as a fraction of the image's area (fine-tuning: 0.08)
     amp: str = 'auto'               # 'auto' (bf16 on CUDA, off on CPU), 'bf16', 'fp16' (with a grad scaler) or 'off'
     compile: bool = False           # torch.compile the transformer blocks (regional compilation; see compile_model)
     compile_mode: str | None = None # torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune
@@ -77,6 +78,7 @@ def _check_train_config(self: TrainConfig):
     for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
     self.betas = tuple(self.betas)
     check_value(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), 'betas', self.betas, 'two numbers in [0, 1)')
+    check_value(0 < self.min_crop_scale <= 1, 'min_crop_scale', self.min_crop_scale, 'in (0, 1] (the paper: 0.2 pretraining, 0.08 fine-tuning)')
 
 def check_positive_ints(cfg, *names: str, optional: bool = False):
     "Each field of `cfg` in `names` must be a whole number ≥ 1 (or None, when `optional`: the whole dataset, every image, ...)."
@@ -348,7 +350,7 @@ def build_loader(tc: TrainConfig, # dataset, batch size, augmentation, seed
                          f"choose a preset made for it (fmnist for Fashion-MNIST, cifar for CIFAR-10) or set in_chans")
     return make_loader(tc.dataset, split, tc.batch_size, mc.img_size, train=train, device=device, seed=tc.seed, rank=rank,
                        world_size=world, root=tc.data_root, num_workers=tc.num_workers, augment=train and tc.augment,
-                       limit=tc.limit if split == 'train' else None, decode=tc.decode)
+                       limit=tc.limit if split == 'train' else None, decode=tc.decode, crop_scale=(tc.min_crop_scale, 1.0))
 
 # %% ../nbs/06_train.ipynb #d9d18b88
 class MetricsLog:
