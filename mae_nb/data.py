@@ -183,11 +183,11 @@ def resized_crops(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1]
     "Cut box `b` out of image `b` and resize it, for the whole batch in one sampling grid."
     B, C, H, W = imgs.shape
     x = imgs.float() / 255 if imgs.dtype == torch.uint8 else imgs.float()
-    top, left, h, w = boxes.to(x.device, torch.float32).unbind(1)                # (B,) each
+    top, left, h, w = boxes.to(x.device, torch.float32, non_blocking=True).unbind(1)   # (B,) each; from the CPU without waiting for a GPU
     theta = torch.zeros(B, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 0, 2] = w / W, (2 * left + w) / W - 1               # x_in = a·x_out + b
     theta[:, 1, 1], theta[:, 1, 2] = h / H, (2 * top + h) / H - 1
-    if flip is not None: theta[:, 0, 0] *= 1 - 2 * flip.to(x.device, torch.float32)
+    if flip is not None: theta[:, 0, 0] *= 1 - 2 * flip.to(x.device, torch.float32, non_blocking=True)
     grid = F.affine_grid(theta, [B, C, out_size, out_size], align_corners=False)  # (B, S, S, 2)
     return F.grid_sample(x, grid, mode=mode, padding_mode='border', align_corners=False).clamp_(0, 1)
 
