@@ -285,11 +285,12 @@ ABLATIONS: dict[str, dict | None] = {
 ABLATION = dict(preset='fmnist', pretrain_images=20_000, epochs=2, batch_size=128, blr=1.5e-3, warmup_epochs=0.5,
                 pool='mean', probe_train=5_000, probe_epochs=90,
                 finetune_images=5_000, finetune_epochs=2, finetune_blr=5e-3, finetune_warmup=0.5, layer_decay=0.75, drop_path=0.1,
-                smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_ops=0)
+                smoothing=0.1, mixup=0.0, cutmix=0.0, randaug_ops=0, erase_prob=0.0, min_crop_scale=0.2)
 GPU_ABLATION = dict(preset='fmnist', pretrain_images=60_000, epochs=50, batch_size=512, blr=1.5e-4, warmup_epochs=5.0, compile=True,
                     pool='mean', probe_train=60_000, probe_epochs=90,
                     finetune_images=60_000, finetune_epochs=30, finetune_batch_size=256, finetune_blr=1e-3, finetune_warmup=3.0,
-                    scratch_epochs=60, layer_decay=0.75, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, randaug_ops=2)
+                    scratch_epochs=60, layer_decay=0.75, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0,
+                    randaug_ops=2, randaug_magnitude=9.0, randaug_mstd=0.5, erase_prob=0.25, min_crop_scale=0.08)
 BUDGETS = dict(cpu=ABLATION, gpu=GPU_ABLATION)
 
 def smoke_budget(b: dict) -> dict:
@@ -302,14 +303,14 @@ SMOKE = smoke_budget(ABLATION)
 
 # %% ../nbs/12_experiments.ipynb #7a1c0e04
 _RECIPE = [f.name for f in fields(FinetuneConfig) if f.name not in {g.name for g in fields(TrainConfig)}
-           and f.name not in ('checkpoint', 'preset', 'img_size', 'num_classes', 'pool', 'eval_every', 'eval_limit')]
+           and f.name not in ('checkpoint', 'preset', 'img_size', 'num_classes', 'pool', 'eval_every', 'eval_limit', 'holdout')] + ['min_crop_scale']
 
 def _finetune_config(b: dict, ckpt: str | None, run: Path, common: dict, holdout: int = 0) -> FinetuneConfig:
     "The fine-tuning (or, without `ckpt`, from-scratch) run of budget `b`."
     epochs = b['finetune_epochs'] if ckpt is not None else b.get('scratch_epochs', b['finetune_epochs'])
     return FinetuneConfig(checkpoint=ckpt, preset=b['preset'], epochs=epochs, limit=b['finetune_images'],
                           batch_size=b.get('finetune_batch_size', b['batch_size']), blr=b['finetune_blr'], warmup_epochs=b['finetune_warmup'],
-                          eval_every=0, eval_limit=b.get('eval_limit'), out_dir=str(run/'finetune'), **({'holdout': holdout} if holdout else {}),
+                          eval_every=0, eval_limit=b.get('eval_limit'), out_dir=str(run/'finetune'), holdout=holdout,
                           **{k: b[k] for k in _RECIPE if k in b}, **common)
 
 def _pretrain_config(b: dict, run: Path, common: dict, holdout: int = 0) -> TrainConfig:

@@ -5,12 +5,12 @@
 # %% ../nbs/09_finetune.ipynb #c92881d9
 from __future__ import annotations
 import math, random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .data import crop_boxes, dataset_info, mix_seed
+from .data import TensorLoader, crop_boxes, dataset_info, load_tensor_dataset, mix_seed
 from .evaluate import POOLS
 from .model import MAEConfig, PRESETS, check_value, is_decoder_key
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
@@ -367,6 +367,7 @@ class FinetuneConfig(TrainConfig):
     min_crop_scale: float = 0.08    # RandomResizedCrop's smallest crop, as a fraction of the image's area
     eval_every: int = 1             # score the test split every N epochs (0: only at the end)
     eval_limit: int | None = None   # score only the first N test images (quick runs)
+    holdout: int = 0                # train on all but the last N training images and score on those instead of the test split (choosing settings)
     blr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: float = 5.0
@@ -384,6 +385,7 @@ class FinetuneConfig(TrainConfig):
         check_value(self.randaug_mstd >= 0, 'randaug_mstd', self.randaug_mstd, 'at least 0 (0: no noise)')
         check_value(0 <= self.erase_prob <= 1, 'erase_prob', self.erase_prob, 'in [0, 1] (0: off)')
         check_positive_ints(self, 'eval_limit', 'img_size', optional=True)
+        check_value(self.holdout >= 0, 'holdout', self.holdout, 'at least 0 (0: score on the test split)')
         check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
 
 # %% ../nbs/09_finetune.ipynb #9addc6f8
@@ -419,6 +421,21 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     if ck is not None: load_encoder(model, ck['model'], str(fc.checkpoint))
     return model, ck
 
+# %% ../nbs/09_finetune.ipynb #3ceb731f
+def _train_and_eval_loaders(fc: FinetuneConfig, cfg: MAEConfig, rank: int, world: int, device):
+    "This rank's training batches, and a function making the evaluation batches: the test (or val) split, or the held-out training images."
+    if not fc.holdout:
+        split = 'val' if fc.dataset == 'imagefolder' else 'test'
+        return build_loader(fc, cfg, rank, world, device), lambda: build_loader(fc, cfg, 0, 1, device, split=split, train=False)
+    if fc.dataset == 'imagefolder': raise ValueError("holdout needs an in-memory dataset (fmnist, cifar10); an image folder has its own val split")
+    images, labels = load_tensor_dataset(fc.dataset, 'train', fc.data_root)
+    n = len(images) - fc.holdout
+    check_value(n >= fc.batch_size * world, 'holdout', fc.holdout, f'small enough to leave a batch of the {len(images):,} training images to train on')
+    train = build_loader(replace(fc, limit=min(fc.limit or n, n)), cfg, rank, world, device)
+    info = dataset_info(fc.dataset)
+    return train, lambda: TensorLoader(images[n:], labels[n:], fc.batch_size, img_size=cfg.img_size, train=False, mean=info['mean'],
+                                       std=info['std'], device=device)
+
 # %% ../nbs/09_finetune.ipynb #ed97f634
 def finetune(fc: FinetuneConfig) -> dict:
     "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
@@ -427,7 +444,7 @@ def finetune(fc: FinetuneConfig) -> dict:
     torch.manual_seed(fc.seed); random.seed(fc.seed)
     model, _ = _classifier(fc)
     model = model.to(device)
-    loader = build_loader(fc, model.cfg, rank, world, device)
+    loader, eval_loader = _train_and_eval_loaders(fc, model.cfg, rank, world, device)
     info = dataset_info(fc.dataset)
     test_loader = None
 
@@ -435,7 +452,7 @@ def finetune(fc: FinetuneConfig) -> dict:
         nonlocal test_loader
         if epoch != fc.epochs and (fc.eval_every == 0 or epoch % fc.eval_every): return None
         if test_loader is None:                                          # built once, on the rank that evaluates
-            test_loader = build_loader(fc, m.cfg, 0, 1, device, split='val' if fc.dataset == 'imagefolder' else 'test', train=False)
+            test_loader = eval_loader()
         n = len(test_loader) if fc.eval_limit is None else -(-fc.eval_limit // test_loader.batch_size)
         return evaluate_classifier(m, (b for _, b in zip(range(n), test_loader)), device, amp=device.type == 'cuda')
 
@@ -455,5 +472,6 @@ def finetune(fc: FinetuneConfig) -> dict:
                   meta=meta, monitor=monitor, desc='fine-tuning' if fc.checkpoint else 'training from scratch')
     if rank == 0:
         accs = [r['test_acc'] for r in read_metrics(Path(fc.out_dir)/'metrics.jsonl', has='test_acc')]
-        summary.update(test_acc=accs[-1] if accs else None, best_test_acc=max(accs) if accs else None, pretrained=fc.checkpoint)
+        summary.update(test_acc=accs[-1] if accs else None, best_test_acc=max(accs) if accs else None, pretrained=fc.checkpoint,
+                       eval_split='holdout' if fc.holdout else 'val' if fc.dataset == 'imagefolder' else 'test')
     return summary

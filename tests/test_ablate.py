@@ -53,6 +53,7 @@ def test_variant_config_runs_and_command_parses(tmp_path, monkeypatch, variant):
     _fake_stages(monkeypatch, seen)
     res = ablate(variant, seed=1, out=tmp_path/'json', work=tmp_path/'work', smoke=True, device='cpu')
     assert seen['probed'] == want and res['config'] == asdict(want)            # the variant's config is what the model was built from
+    assert (seen['finetuned'].erase_prob, seen['finetuned'].min_crop_scale, seen['finetuned'].mixup) == (0.0, 0.2, 0.0)   # the CPU recipe
     assert ('pretrained' in seen) == (changes is not None) and (res['pretrain_s'] is None) == (changes is None)
     assert JSON_KEYS <= set(res) and res['budget'] == SMOKE and res['pretrain_img_per_s'] == (None if changes is None else 20.0)
     assert json.loads((tmp_path/'json'/f'{variant}-seed1-smoke.json').read_text()) == res
@@ -77,6 +78,7 @@ def test_gpu_budget_hands_its_recipe_to_finetuning(tmp_path, monkeypatch, varian
     res = ablate(variant, seed=0, out=tmp_path, work=tmp_path/'work', budget='gpu', device='cpu')
     fc, b = seen['finetuned'], GPU_ABLATION
     assert (fc.mixup, fc.cutmix, fc.randaug_ops, fc.layer_decay, fc.drop_path, fc.smoothing, fc.compile) == (0.8, 1.0, 2, 0.75, 0.1, 0.1, True)
+    assert (fc.randaug_magnitude, fc.randaug_mstd, fc.erase_prob, fc.min_crop_scale) == (9.0, 0.5, 0.25, 0.08)
     assert (fc.batch_size, fc.limit, fc.blr) == (b['finetune_batch_size'], b['finetune_images'], b['finetune_blr'])
     assert fc.epochs == (b['scratch_epochs'] if variant == 'random_init' else b['finetune_epochs'])    # from scratch: longer
     assert (tmp_path/f'{variant}-seed0-gpu.json').exists() and res['budget'] == b and res['budget_name'] == 'gpu'
