@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
+from .data import to_device
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
 from .train import (AMP_MODES, RunError, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
                           check_result_path, check_writable, error_line, make_train_step, param_groups, pretrain, read_metrics,
@@ -239,7 +240,7 @@ def step_breakdown(mc: MAEConfig, # the model
     def one(i):                                     # the step labels forward, backward and optimizer itself
         with record_function('data'):
             x, _ = next(batches)
-            noise = batch_noise(mc, tc.seed, 0, i, x.shape[0]).to(dev, non_blocking=True)
+            noise = to_device(batch_noise(mc, tc.seed, 0, i, x.shape[0]), dev)
         step(lambda m, x, noise: m(x, noise=noise).loss, x, noise)
     for i in range(warmup): one(i)
     synchronize(dev)

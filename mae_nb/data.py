@@ -12,7 +12,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'data_dir',
            'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset',
-           'crop_boxes', 'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder',
+           'crop_boxes', 'to_device', 'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder',
            'UnreadableImages', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader',
            'make_loader']
 
@@ -173,6 +173,15 @@ def crop_boxes(n: int, # how many boxes
     ok = fits.any(1)                                                             # else the whole image
     return torch.stack([top.where(ok, 0.), left.where(ok, 0.), h.where(ok, float(height)), w.where(ok, float(width))], 1)
 
+# %% ../nbs/05_data.ipynb #939b898f
+def to_device(t: torch.Tensor, # a tensor, typically small and made on the CPU for this batch
+              device: torch.device | str, # where it is needed
+             ) -> torch.Tensor:
+    "`t` on `device`, copied to a GPU through pinned memory so that the host does not wait for the GPU."
+    device = torch.device(device)
+    if device.type == 'cuda' and t.device.type == 'cpu' and not t.is_pinned(): t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
 # %% ../nbs/05_data.ipynb #939b8990
 def resized_crops(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1]
                   boxes: torch.Tensor, # (B, 4) top, left, height, width in pixels, one box per image
@@ -183,11 +192,11 @@ def resized_crops(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1]
     "Cut box `b` out of image `b` and resize it, for the whole batch in one sampling grid."
     B, C, H, W = imgs.shape
     x = imgs.float() / 255 if imgs.dtype == torch.uint8 else imgs.float()
-    top, left, h, w = boxes.to(x.device, torch.float32, non_blocking=True).unbind(1)   # (B,) each; from the CPU without waiting for a GPU
+    top, left, h, w = to_device(boxes, x.device).float().unbind(1)              # (B,) each; from the CPU without waiting for a GPU
     theta = torch.zeros(B, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 0, 2] = w / W, (2 * left + w) / W - 1               # x_in = a·x_out + b
     theta[:, 1, 1], theta[:, 1, 2] = h / H, (2 * top + h) / H - 1
-    if flip is not None: theta[:, 0, 0] *= 1 - 2 * flip.to(x.device, torch.float32, non_blocking=True)
+    if flip is not None: theta[:, 0, 0] *= 1 - 2 * to_device(flip, x.device).float()
     grid = F.affine_grid(theta, [B, C, out_size, out_size], align_corners=False)  # (B, S, S, 2)
     return F.grid_sample(x, grid, mode=mode, padding_mode='border', align_corners=False).clamp_(0, 1)
 
@@ -560,7 +569,7 @@ class DeviceDecodeLoader(FolderLoader):
                 imgs = None                              # one bad file fails the batched call: decode the files one by one
             if imgs is None: imgs, y = _decode_one_by_one(self, files, y, order[b * self.batch_size:(b + 1) * self.batch_size])
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, start + b, self.rank))
-            yield crop_resize(imgs, self.img_size, self.augment, g, crop_scale=self.crop_scale), y.to(self.device, non_blocking=True)
+            yield crop_resize(imgs, self.img_size, self.augment, g, crop_scale=self.crop_scale), to_device(y, self.device)
 
 # %% ../nbs/05_data.ipynb #163afdc8
 def _decode_one_by_one(loader, files, y, idx):

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
 import torch.distributed as dist
-from .data import DATASETS, dataset_info, make_loader, mix_seed
+from .data import DATASETS, dataset_info, make_loader, mix_seed, to_device
 from .masking import mask_noise
 from .model import MAEConfig, MaskedAutoencoder, check_value
 from .vit import Block
@@ -426,7 +426,10 @@ def compile_model(model: torch.nn.Module,
     "Regional compilation: every transformer `Block` compiled in place; a model without `Block`s is compiled whole."
     blocks = [m for m in model.modules() if isinstance(m, Block)]
     if not blocks: return torch.compile(model, mode=mode, backend=backend)
-    torch._dynamo.config.specialize_float = False                 # drop-path rates stay symbolic: one graph for blocks differing only in rate
+    cfg = torch._dynamo.config
+    cfg.automatic_dynamic_shapes = False                           # a new shape gets its own static graph, not a symbolic-size one
+    limit = 'recompile_limit' if hasattr(cfg, 'recompile_limit') else 'cache_size_limit'   # (the older name)
+    setattr(cfg, limit, max(getattr(cfg, limit), 32))              # room for those graphs: training's, evaluation's batches
     for b in blocks: b.compile(mode=mode, backend=backend)
     return model
 
@@ -629,7 +632,7 @@ def pretrain(mc: MAEConfig, # the model to pretrain
     loader = build_loader(tc, mc, rank, world, device)
 
     def loss_fn(model, x, y, epoch, i):
-        noise = batch_noise(mc, tc.seed, epoch, i, x.shape[0], rank, world).to(device, non_blocking=True)
+        noise = to_device(batch_noise(mc, tc.seed, epoch, i, x.shape[0], rank, world), device)
         return model(x, noise=noise).loss
 
     return fit(model, param_groups(model, tc.weight_decay), loader, loss_fn, tc, rank, world, device,

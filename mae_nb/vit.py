@@ -73,11 +73,11 @@ class Mlp(nn.Module):
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
 def drop_path(x: torch.Tensor, # a residual branch's output (B, ...)
-              p: float, # probability of dropping it, per sample
+              p: float | torch.Tensor, # probability of dropping it, per sample (a number, or a 0-d tensor)
               training: bool, # only drop while training
              ) -> torch.Tensor: # same shape as `x`
     "Stochastic depth: zero each sample's residual branch with probability `p`, scale the kept ones by 1/(1-p)."
-    if p == 0.0 or not training: return x
+    if not training or (isinstance(p, float) and p == 0.0): return x
     keep = torch.rand(x.shape[0], *(1,) * (x.ndim - 1), device=x.device, dtype=x.dtype) >= p   # (B, 1, 1)
     return x * keep / (1 - p)
 
@@ -94,11 +94,13 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = drop_path
+        self.drop_path, self.drops = drop_path, drop_path > 0
+        self.register_buffer('drop_rate', torch.tensor(float(drop_path)), persistent=False)   # not in the state dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:         # (B, T, D) -> (B, T, D)
-        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        p = self.drop_rate if self.drops else 0.0                # a tensor: compiled blocks of any rate share one graph
+        x = x + drop_path(self.attn(self.norm1(x)), p, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), p, self.training)
 
 # %% ../nbs/03_vit.ipynb #a7d3ad96
 def init_weights(m: nn.Module, # one module; `model.apply` visits them all

@@ -30,7 +30,7 @@ def test_compiled_step_matches_eager():
     for name in ge: torch.testing.assert_close(gc[name], ge[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_blocks_share_graphs_and_drop_path_rates_stay_symbolic():
+def test_blocks_share_graphs_whatever_their_drop_path_rate():
     counter = torch._dynamo.testing.CompileCounter()
     clf = compile_model(ViTClassifier(MAEConfig.from_preset('fmnist'), 10, drop_path=0.1), backend=counter).train()
     clf(torch.rand(2, 1, 28, 28))
