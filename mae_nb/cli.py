@@ -81,8 +81,8 @@ def _run_commands(sub):
     _command(sub, 'pretrain', 'pretrain a masked autoencoder (one process, or under torchrun)',
              'Pretrain a masked autoencoder. Under torchrun, every process runs this same command. ' + SKIP_POLICY, PretrainConfig, skip={'betas'})
     _command(sub, 'finetune', 'fine-tune a pretrained encoder as a classifier (or train it from scratch: no --checkpoint)',
-             "Fine-tune the encoder of a pretraining checkpoint with the paper's recipe (layer-wise lr decay, drop path, RandAugment, "
-             'MixUp/CutMix, label smoothing); without --checkpoint, train the same architecture (--preset) from scratch with the same '
+             "Fine-tune the encoder of a pretraining checkpoint with the paper's recipe (layer-wise lr decay, drop path, crops of 8–100 % of the image, "
+             'RandAugment, random erasing, MixUp/CutMix, label smoothing; all batched on the device); without --checkpoint, train the same architecture (--preset) from scratch with the same '
              'recipe. Under torchrun, every process runs it. ' + SKIP_POLICY, FinetuneConfig, skip={'betas'})
     _command(sub, 'probe', "linear probe and kNN accuracy of a checkpoint's encoder",
              "Extract the encoder's features (no masking) for the train and test splits, then train the paper's linear probe "
