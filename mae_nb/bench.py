@@ -21,9 +21,9 @@ from .weights import have_transformers, hf_model
 __all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'FIGURES', 'SUITE_KINDS', 'CUDA_SUITE',
            'CPU_SUITE', 'FIGURE_LABELS', 'SUITE_RUNNERS', 'SUITE_FLAGS', 'device_name', 'peak_tflops', 'train_flops',
            'synchronize', 'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown',
-           'format_breakdown', 'time_to_train', 'BenchConfig', 'run_bench', 'SuiteEntry', 'suite_plan', 'fmt_figure',
-           'check_targets', 'run_speed', 'describe', 'run_entry', 'format_suite', 'device_slug', 'write_text',
-           'suite_command', 'run_suite', 'latest_suite']
+           'format_breakdown', 'largest_batch', 'find_batch_size', 'time_to_train', 'BenchConfig', 'run_bench',
+           'SuiteEntry', 'suite_plan', 'fmt_figure', 'check_targets', 'run_speed', 'describe', 'run_entry',
+           'format_suite', 'device_slug', 'write_text', 'suite_command', 'run_suite', 'latest_suite']
 
 # %% ../nbs/11_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -273,6 +273,51 @@ def format_breakdown(b: dict) -> str:
     if 'device_busy' in b: rows.append(f"| device busy (kernels) | {b['device_busy_ms']:.2f} | {b['device_busy']:.1%} |")
     return '\n'.join(rows)
 
+# %% ../nbs/11_benchmark.ipynb #fb000002
+def largest_batch(measure, # measure(b) -> peak bytes of a training step at batch b; raises torch.OutOfMemoryError if it does not fit
+                  capacity: int, # the device's memory in bytes
+                  start: int = 16, max_batch: int = 8192, # the first batch tried; the largest considered
+                  headroom: float = 0.9, # share of `capacity` a step may use
+                 ) -> dict: # batch_size, its peak (GiB), every batch tried and its peak (None: out of memory)
+    "The largest batch whose step fits `headroom` × `capacity`: doubling from `start`, then one extrapolated, measured step."
+    tried = {}
+    def fits(b):
+        try: tried[b] = measure(b)
+        except torch.OutOfMemoryError: tried[b] = None
+        return tried[b] is not None and tried[b] <= headroom * capacity
+    best, b = None, start
+    while b <= max_batch and fits(b): best, b = b, 2 * b
+    if best is None: raise ValueError(f"not even batch {start} fits in {headroom:.0%} of the device's {capacity / 2**30:.1f} GiB: "
+                                      "use a smaller model, a smaller start, or gradient accumulation")
+    ok = sorted(k for k, v in tried.items() if v is not None)
+    if len(ok) >= 2 and tried[ok[-1]] > tried[ok[-2]]:                        # a line through the last two: fixed + per image × b
+        per = (tried[ok[-1]] - tried[ok[-2]]) / (ok[-1] - ok[-2])
+        cand = min(max_batch, int((headroom * capacity - (tried[ok[-1]] - per * ok[-1])) / per) // 32 * 32)
+        if cand > best and cand not in tried and fits(cand): best = cand
+    return dict(batch_size=best, peak_gib=tried[best] / 2**30, capacity_gib=capacity / 2**30,
+                tried={k: None if v is None else v / 2**30 for k, v in sorted(tried.items())})
+
+# %% ../nbs/11_benchmark.ipynb #fb000005
+def find_batch_size(cfg: MAEConfig | str, # the model (or a preset name)
+                    device: str = 'auto', amp: str = 'auto', fused: bool | None = None,
+                    **kw, # start, max_batch, headroom of `largest_batch`
+                   ) -> dict:
+    "The largest pretraining batch of `cfg` that fits the GPU (see `largest_batch`), measured with real training steps."
+    cfg = MAEConfig.from_preset(cfg) if isinstance(cfg, str) else cfg
+    dev = resolve_device(device)
+    if dev.type != 'cuda': raise ValueError(f"--find-batch measures GPU memory: it needs a CUDA device, not {dev}")
+    model = MaskedAutoencoder(cfg).to(dev).train()
+    step = bench_step(model, dev, amp, False, fused)
+    def measure(b):
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
+        imgs, noise = torch.rand(b, cfg.in_chans, cfg.img_size, cfg.img_size, device=dev), torch.rand(b, cfg.num_patches, device=dev)
+        try:
+            for _ in range(2): step(imgs, noise)
+            synchronize(dev)
+        finally: del imgs, noise
+        return torch.cuda.max_memory_allocated(dev)
+    return largest_batch(measure, torch.cuda.get_device_properties(dev).total_memory, **kw)
+
 # %% ../nbs/11_benchmark.ipynb #bddfcb30
 IMAGENET_TRAIN_IMAGES = 1_281_167   # ImageNet-1K training set
 
@@ -310,6 +355,7 @@ class BenchConfig:
     suite: bool = False               # run the standard set instead (`suite_plan`: GPU-sized on CUDA, small on a CPU); of the flags above it reads only device, amp, fused and peak-tflops
     only: str | None = None           # with --suite: comma-separated names of the entries to run (default: all of them)
     out_dir: str = 'results/bench'    # with --suite: the folder of DEVICE.md and DEVICE.json (default: results/bench)
+    find_batch: bool = False          # first find the largest batch whose step fits 90 % of the GPU's memory (find_batch_size), and time that
 
     def __post_init__(self):
         check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
@@ -329,6 +375,12 @@ def run_bench(bc: BenchConfig) -> dict:
     if bc.suite: return run_suite(bc)
     if bc.json: check_result_path(bc.json, 'rows', '--json')
     over = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth)
+    found = None
+    if bc.find_batch:
+        found = find_batch_size(MAEConfig.from_preset(bc.preset, **over), bc.device, bc.amp, bc.fused)
+        print(f"largest batch within 90 % of {found['capacity_gib']:.1f} GiB: {found['batch_size']} ({found['peak_gib']:.1f} GiB; tried "
+              + ', '.join(f"{b}: {'out of memory' if g is None else f'{g:.1f} GiB'}" for b, g in found['tried'].items()) + ')')
+        bc = replace(bc, batch_size=found['batch_size'])
     res = benchmark(MAEConfig.from_preset(bc.preset, **over), bc.batch_size, bc.device, bc.amp, bc.compile, bc.fused,
                     bc.warmup, bc.iters, bc.windows, bc.peak_tflops, tuple(bc.contenders.split(',')))
     print(f"mae_nb bench --preset {bc.preset} --batch-size {bc.batch_size}" + (f' --decoder-depth {bc.decoder_depth}' if over else ''))
@@ -339,6 +391,7 @@ def run_bench(bc: BenchConfig) -> dict:
         res['time_to_train_h'] = hours = time_to_train(ours['img_per_s'], [int(n) for n in bc.time_to_train.split(',')], bc.epochs)
         print(f"\n{bc.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
               + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
+    if found: res['find_batch'] = found
     if bc.json: write_json(bc.json, res)
     return res
 
