@@ -475,7 +475,8 @@ def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', 
     print('measuring: a short pretraining, fine-tuning and probe with these settings ...', flush=True)
     with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as work:
         m = measure_stages(b, device, work, steps=4 if smoke else 30)
-    flops = {v: train_flops(MAEConfig.from_preset(b['preset'], **(ABLATIONS[v] or {})))['train_flops'] for v in {'default', *variants}}
+    flops = {v: train_flops(MAEConfig.from_preset(b['preset'], **{**(ABLATIONS[v] or {}), 'masking': 'random'}))['train_flops']
+             for v in {'default', *variants}}                           # which patches are removed does not change the FLOPs
     eval_images = b.get('eval_limit') or (holdout or 10_000)
     secs = {v: _run_seconds(v, b, m, flops, eval_images) for v in variants}
     serial = sum(sum(secs[v].values()) for v, _ in runs)
