@@ -101,7 +101,7 @@ def _run_commands(sub):
 def _other_commands(sub):
     ab = _command(sub, 'ablate', "the paper's Table 1 ablations at small scale on Fashion-MNIST: one JSON per run",
                   'For each variant and seed: pretrain the fmnist preset with that change for a fixed budget (cpu: minutes per run on a CPU; '
-                  'gpu: long enough for the trends to show, ~25 min for all variants × 3 seeds on one H100 with --jobs), linear-probe and kNN '
+                  'gpu: long enough for the trends to show, sized for ~25 min for all variants × 3 seeds on one H100 with --jobs), linear-probe and kNN '
                   'its encoder, fine-tune it, and write OUT/VARIANT-seedS[-gpu].json with the results and the command that re-makes them. '
                   'Runs whose JSON exists are skipped; --dry-run prints the plan and its measured time estimate first.')
     ab.add_argument('variants', nargs='+', type=_choice('variant', list(ABLATIONS) + ['all']), help=f'{", ".join(ABLATIONS)}, or all')
