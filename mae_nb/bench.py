@@ -4,16 +4,16 @@
 
 # %% ../nbs/11_benchmark.ipynb #12e3cdf2
 from __future__ import annotations
-import gc, json, os, platform, re, tempfile, time
+import gc, json, platform, re, tempfile, time
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
 from .data import to_device
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
-from .train import (AMP_MODES, RunError, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
-                          check_result_path, check_writable, error_line, make_train_step, param_groups, pretrain, read_metrics,
-                          resolve_device, write_json)
+from .train import (AMP_MODES, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
+                          check_result_path, check_writable, error_line, make_train_step, median_img_per_s, param_groups, pretrain,
+                          read_metrics, resolve_device, write_json, write_text)
 from .finetune import FinetuneConfig, finetune
 from .weights import have_transformers, hf_model
 
@@ -23,7 +23,7 @@ __all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 
            'synchronize', 'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown',
            'format_breakdown', 'largest_batch', 'find_batch_size', 'time_to_train', 'BenchConfig', 'run_bench',
            'SuiteEntry', 'suite_plan', 'fmt_figure', 'check_targets', 'run_speed', 'describe', 'run_entry',
-           'format_suite', 'device_slug', 'write_text', 'suite_command', 'run_suite', 'latest_suite']
+           'format_suite', 'device_slug', 'suite_command', 'run_suite', 'latest_suite']
 
 # %% ../nbs/11_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -71,6 +71,7 @@ def train_flops(cfg: MAEConfig, # the model; `encoder_mask_tokens=True` counts t
     "FLOPs per image of one training step (forward and backward of the loss), counted on the meta device."
     from torch.utils.flop_counter import FlopCounterMode
     r = cfg.mask_ratio if mask_ratio is None else mask_ratio
+    cfg = replace(cfg, masking='random')                          # how many patches count, not which (as `count_flops`)
     fwd = count_flops(cfg, r)
     B = 2
     with torch.device('meta'):
@@ -488,9 +489,9 @@ def check_targets(e: SuiteEntry, figures: dict) -> list[dict]:
             for f, t in e.targets]
 
 def run_speed(path: str | Path) -> dict:
-    "Median images per second of a run's `metrics.jsonl` readings, the first left out; and how many readings that is."
-    xs = sorted(r['img_per_s'] for r in read_metrics(path, has='loss')[1:])
-    return dict(img_per_s=xs[len(xs) // 2] if xs else None, readings=len(xs))
+    "Median images per second of a run's `metrics.jsonl` readings, the first left out (`median_img_per_s`); and how many readings that is."
+    recs = read_metrics(path, has='loss')
+    return dict(img_per_s=median_img_per_s(recs) if len(recs) > 1 else None, readings=max(len(recs) - 1, 0))
 
 # %% ../nbs/11_benchmark.ipynb #b9aa49e3
 def _model_config(e: SuiteEntry) -> MAEConfig:
@@ -598,15 +599,6 @@ def device_slug(name: str) -> str:
     "A file name for a device: 'NVIDIA H100 80GB HBM3' → 'nvidia-h100-80gb-hbm3'."
     return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'device'
 
-def write_text(path: str | Path, text: str) -> Path:
-    "Write `text` to `path` atomically, as `write_json` does: a temporary file, then renamed; a failure says where."
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    try: tmp.write_text(text); os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RunError(f"could not write {path} ({error_line(e)}): free some disk space, or choose another --out") from None
-    return path
-
 SUITE_FLAGS = ('device', 'amp', 'fused', 'peak_tflops', 'only', 'out_dir')   # the flags --suite reads
 
 def suite_command(bc: BenchConfig) -> str:
@@ -639,7 +631,7 @@ def run_suite(bc: BenchConfig, # device, amp, fused, peak_tflops, only, out_dir 
     md = format_suite(rep)
     print('\n' + md, flush=True)
     stem = out/device_slug(rep['device'])
-    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md)
+    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md, 'another --out')
     print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
     return rep
 

@@ -12,14 +12,14 @@ from .data import TensorLoader, dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, with_img_size
-from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, write_json, load_model, pretrain, read_metrics,
-                          resolve_device)
+from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model,
+                          median_img_per_s, pretrain, read_metrics, resolve_device, write_json)
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
-           'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig',
-           'median_img_per_s', 'demo', 'smoke_budget', 'loss_tail_drop', 'ablation_name', 'ablation_command', 'ablate',
-           'ablation_study', 'measure_stages', 'plan_study']
+           'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig', 'demo',
+           'smoke_budget', 'loss_tail_drop', 'ablation_name', 'ablation_command', 'ablate', 'ablation_study',
+           'measure_stages', 'plan_study']
 
 # %% ../nbs/12_experiments.ipynb #79ac3e22
 @dataclass
@@ -210,11 +210,6 @@ class DemoConfig:
 DEMO = DemoConfig()
 
 # %% ../nbs/12_experiments.ipynb #08febc08
-def median_img_per_s(recs: list[dict]) -> float:
-    "Median training speed of a run's `metrics.jsonl` loss records (the first, with start-up, left out)."
-    xs = sorted(r['img_per_s'] for r in recs[1:]) or [float('nan')]
-    return xs[len(xs) // 2]
-
 def _demo_pictures(out: Path, model: MaskedAutoencoder, recs: list[dict], steps: int):
     "loss.png (the loss curve) and reconstructions.png (eight test images, fixed masks) in `out`."
     import matplotlib.pyplot as plt
@@ -475,8 +470,7 @@ def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', 
     print('measuring: a short pretraining, fine-tuning and probe with these settings ...', flush=True)
     with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as work:
         m = measure_stages(b, device, work, steps=4 if smoke else 30)
-    flops = {v: train_flops(MAEConfig.from_preset(b['preset'], **{**(ABLATIONS[v] or {}), 'masking': 'random'}))['train_flops']
-             for v in {'default', *variants}}                           # which patches are removed does not change the FLOPs
+    flops = {v: train_flops(MAEConfig.from_preset(b['preset'], **(ABLATIONS[v] or {})))['train_flops'] for v in {'default', *variants}}
     eval_images = b.get('eval_limit') or (holdout or 10_000)
     secs = {v: _run_seconds(v, b, m, flops, eval_images) for v in variants}
     serial = sum(sum(secs[v].values()) for v, _ in runs)

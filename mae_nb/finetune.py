@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .data import TensorLoader, crop_boxes, dataset_info, load_tensor_dataset, mix_seed
 from .evaluate import POOLS
+from .masking import box_mask
 from .model import MAEConfig, PRESETS, check_value, is_decoder_key
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .train import (NO_DECAY_NAMES, TrainConfig, build_loader, check_positive_ints, dist_setup, fit, load_checkpoint, prepare_out,
@@ -241,11 +242,9 @@ def random_erase(x: torch.Tensor, # (B, C, H, W) normalised images
                 ) -> torch.Tensor: # (B, C, H, W)
     "RandomErasing for a batch: with probability `p`, a random rectangle of an image becomes noise ~ N(0, 1), per pixel and channel."
     B, C, H, W = x.shape
-    top, left, h, w = (v.view(B, 1, 1) for v in crop_boxes(B, H, W, area, ratio, generator, x.device).unbind(1))
-    erase = (torch.rand(B, generator=generator, device=x.device) < p).view(B, 1, 1) & (h * w < H * W)   # the whole image: none fitted
-    r = torch.arange(H, device=x.device).view(1, H, 1)
-    c = torch.arange(W, device=x.device).view(1, 1, W)
-    inside = erase & (r >= top) & (r < top + h) & (c >= left) & (c < left + w)      # (B, H, W)
+    top, left, h, w = crop_boxes(B, H, W, area, ratio, generator, x.device).unbind(1)  # (B,) each
+    erase = (torch.rand(B, generator=generator, device=x.device) < p) & (h * w < H * W)   # the whole image: none fitted
+    inside = erase.view(B, 1, 1) & box_mask(top, left, h, w, H, W)                  # (B, H, W)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return torch.where(inside[:, None], noise, x)
 
@@ -277,9 +276,7 @@ def _cut_box(lam: torch.Tensor, # () CutMix's drawn λ
     cy, cx = (torch.rand(2, generator=generator, device=device) * torch.stack([torch.full_like(lam, H), torch.full_like(lam, W)])).floor()
     top, bottom = (cy - (side * H / 2).round()).clamp(0, H), (cy + (side * H / 2).round()).clamp(0, H)
     left, right = (cx - (side * W / 2).round()).clamp(0, W), (cx + (side * W / 2).round()).clamp(0, W)
-    r, c = torch.arange(H, device=device).view(H, 1), torch.arange(W, device=device).view(1, W)
-    box = (r >= top) & (r < bottom) & (c >= left) & (c < right)
-    return box[None], 1 - (bottom - top) * (right - left) / (H * W)
+    return box_mask(top, left, bottom - top, right - left, H, W), 1 - (bottom - top) * (right - left) / (H * W)
 
 # %% ../nbs/09_finetune.ipynb #1f0aa7d9
 def mix_targets(x: torch.Tensor, # (B, C, H, W)

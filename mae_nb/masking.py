@@ -9,8 +9,8 @@ from typing import NamedTuple
 import torch
 
 # %% auto #0
-__all__ = ['MASKINGS', 'check_mask_ratio', 'num_keep', 'Masking', 'masking_from_noise', 'random_masking', 'block_noise',
-           'grid_noise', 'mask_noise']
+__all__ = ['MASKINGS', 'check_mask_ratio', 'num_keep', 'Masking', 'masking_from_noise', 'random_masking', 'box_mask',
+           'block_noise', 'grid_noise', 'mask_noise']
 
 # %% ../nbs/01_masking.ipynb #e42a635c
 def check_mask_ratio(mask_ratio: float, # fraction of patches removed
@@ -63,9 +63,11 @@ def random_masking(x: torch.Tensor, # tokens (B, N, D)
     return x_masked, mask, ids_restore
 
 # %% ../nbs/01_masking.ipynb #6cd2e3ec
-def _boxes(top, left, bh, bw, h: int, w: int) -> torch.Tensor: # (B, h, w) bool: the patches inside each sample's rectangle
-    "One rectangle per sample (top, left, height, width: each (B,)) as a mask of the h×w grid."
-    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+def box_mask(top, left, bh, bw, # each (B,) (or 0-d): one rectangle per sample, in cells
+             h: int, w: int, # the grid's size
+            ) -> torch.Tensor: # (B, h, w) bool: the cells inside each sample's rectangle
+    "One rectangle per sample (top, left, height, width) as a mask of an h×w grid (of patches, or of pixels), on their device."
+    rows, cols = torch.arange(h, device=top.device).view(1, h, 1), torch.arange(w, device=top.device).view(1, 1, w)
     v = lambda t: t.view(-1, 1, 1)
     return (rows >= v(top)) & (rows < v(top + bh)) & (cols >= v(left)) & (cols < v(left + bw))
 
@@ -92,7 +94,7 @@ def block_noise(batch_size: int, # B
         bh, bw = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
         fits = (bh >= 1) & (bh <= h) & (bw >= 1) & (bw <= w)
         top, lft = (u[:, 2] * (h - bh + 1).clamp(min=1)).floor(), (u[:, 3] * (w - bw + 1).clamp(min=1)).floor()
-        box = _boxes(top, lft, bh, bw, h, w)                   # (A, h, w)
+        box = box_mask(top, lft, bh, bw, h, w)                 # (A, h, w)
         new = (box & ~removed[act]).sum((1, 2))                # (A,) patches this rectangle would add
         take = fits & (new > 0) & (new <= left)
         removed[act] |= box & take.view(-1, 1, 1)

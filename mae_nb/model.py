@@ -265,6 +265,7 @@ def count_flops(cfg: MAEConfig, # the architecture to count
     "Parameters and forward FLOPs (per image) of encoder and decoder, counted on the meta device."
     from torch.utils.flop_counter import FlopCounterMode
     r = cfg.mask_ratio if mask_ratio is None else mask_ratio
+    cfg = replace(cfg, masking='random')                          # how many patches count, not which
     with torch.device('meta'):
         model = MaskedAutoencoder(cfg)
         imgs = torch.empty(batch_size, cfg.in_chans, cfg.img_size, cfg.img_size)

@@ -19,10 +19,10 @@ from .vit import Block
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint',
            'RunError', 'error_line', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
-           'check_result_path', 'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
-           'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock',
-           'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit',
-           'pretrain']
+           'check_result_path', 'write_text', 'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog',
+           'read_metrics', 'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model',
+           'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state',
+           'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -298,17 +298,22 @@ def check_result_path(path: str | Path, kind: str, # a key every result of this 
     return path
 
 # %% ../nbs/06_train.ipynb #85e71610
-def write_json(path: str | Path, obj) -> Path:
-    "Write `obj` as JSON to `path` atomically (a temporary file, then renamed); a failed write leaves no trace and says where."
-    path, text = Path(path), json.dumps(obj, indent=1, default=str) + '\n'
-    tmp = path.with_name(path.name + '.tmp')
+def write_text(path: str | Path, text: str,
+               elsewhere: str = 'another place', # how the error names the way out, e.g. 'another --out'
+              ) -> Path:
+    "Write `text` to `path` atomically (a temporary file, then renamed); a failed write leaves no trace and says where."
+    path = Path(path); tmp = path.with_name(path.name + '.tmp')
     try:
         tmp.write_text(text); os.replace(tmp, path)
     except OSError as e:
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
-        raise RunError(f"could not write {path} ({error_line(e)}): free some disk space, or choose another place") from None
+        raise RunError(f"could not write {path} ({error_line(e)}): free some disk space, or choose {elsewhere}") from None
     return path
+
+def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
+    "Write `obj` as JSON to `path` atomically, as `write_text`."
+    return write_text(path, json.dumps(obj, indent=1, default=str) + '\n', elsewhere)
 
 # %% ../nbs/06_train.ipynb #46b592bd
 def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
@@ -389,6 +394,11 @@ def read_metrics(path: str | Path, # a `metrics.jsonl` file
             if i == len(lines) - 1: break                            # torn by a kill
             raise ValueError(f"{path}, line {i + 1}, is not JSON: the log was edited or damaged") from None
     return [r for r in recs if has is None or has in r]
+
+def median_img_per_s(recs: list[dict]) -> float:
+    "Median training speed of a run's `metrics.jsonl` loss records (the first, with start-up, left out); NaN without any."
+    xs = sorted(r['img_per_s'] for r in recs[1:]) or [float('nan')]
+    return xs[len(xs) // 2]
 
 # %% ../nbs/06_train.ipynb #ec25eb74
 @dataclass
@@ -573,6 +583,18 @@ def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path
     if world > 1: s['ranks_in_sync'] = ranks_in_sync(model, world, device)
     return s
 
+# %% ../nbs/06_train.ipynb #807795a1
+def _start_run(model, groups, loader, tc: TrainConfig, rank: int, world: int, device, meta: dict | None, desc: str):
+    "A run's checkpoint path, plan, training step, position (restored when resuming), log (rank 0) and progress bar."
+    from tqdm import tqdm
+    ckpt = Path(tc.out_dir)/'checkpoint.pt'
+    plan = plan_run(tc, len(loader), world)
+    step = make_train_step(model, groups, plan, tc, device, world)
+    pos = restore(ckpt, model, step, tc, device, rank, meta)
+    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step']) if rank == 0 else None
+    bar = tqdm(total=plan.total, initial=pos['step'], desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
+    return ckpt, plan, step, pos, log, bar
+
 # %% ../nbs/06_train.ipynb #807795ae
 def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
         groups: list[dict], # optimizer parameter groups; an optional 'lr_scale' key scales a group's learning rate
@@ -585,13 +607,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
         desc: str = 'training', # progress-bar label
        ) -> dict: # summary: steps, final loss, times, lr, effective batch, last monitor record
     "The training loop shared by pretraining and fine-tuning: plan, restore, step, log, monitor, checkpoint."
-    from tqdm import tqdm
-    ckpt = Path(tc.out_dir)/'checkpoint.pt'
-    plan = plan_run(tc, len(loader), world)
-    step = make_train_step(model, groups, plan, tc, device, world)
-    pos = restore(ckpt, model, step, tc, device, rank, meta)
-    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step']) if rank == 0 else None
-    bar = tqdm(total=plan.total, initial=pos['step'], desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
+    ckpt, plan, step, pos, log, bar = _start_run(model, groups, loader, tc, rank, world, device, meta, desc)
     meter, clock, n_micro = LossMeter(device), Clock(pos['elapsed_s']), plan.steps_per_epoch * tc.accum_iter
     model.train()
     while pos['epoch'] < tc.epochs:
