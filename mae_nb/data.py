@@ -235,7 +235,7 @@ class _EpochLoader:
         self.drop_last = train if drop_last is None else drop_last
         if len(self) == 0:
             raise ValueError(f"batch_size {batch_size} is larger than the {n // world_size} samples per rank, and drop_last drops them all: "
-                             "lower batch_size or pass drop_last=False")
+                             "lower batch_size (--batch-size) or pass drop_last=False")
 
     def indices(self, epoch: int | None = None) -> torch.Tensor: # (N // world_size,) int64 on CPU
         "This rank's dataset indices for `epoch` (default: the current one), in the order they are served."

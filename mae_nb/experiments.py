@@ -355,6 +355,14 @@ def ablation_command(variant: str, seed: int, budget: str = 'cpu', smoke: bool =
             + (f' --out {shlex.quote(str(out))}' if str(out) != 'results/ablations' else ''))
 
 # %% ../nbs/12_experiments.ipynb #ba4dac31
+def _check_ablation(variant: str, seed: int = 0, budget: str = 'cpu', holdout: int = 0, epochs: int | None = None, **_):
+    "Refuse, in one line, an ablation run that cannot start (checked for every run before the first one starts)."
+    if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(ABLATIONS)}")
+    check_value(seed >= 0, 'seeds', seed, 'at least 0')
+    check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
+    check_value(0 <= holdout < 60_000, 'holdout', holdout, 'in [0, 60000) (Fashion-MNIST has 60,000 training images)')
+    check_value(epochs is None or epochs >= 1, 'epochs', epochs, 'at least 1')
+
 def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', work: str | Path = 'runs/ablations',
            smoke: bool = False, device: str = 'auto', force: bool = False,
            epochs: int | None = None, # pretraining epochs instead of the budget's (a longer budget: files get an -epN suffix)
@@ -362,9 +370,7 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
            holdout: int = 0, # score on the last N training images (never seen in training) instead of the test set: for choosing a budget
           ) -> dict:
     "Run one ablation (pretrain, probe, kNN, fine-tune) and write OUT/<ablation_name>.json with the results and the command."
-    if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(ABLATIONS)}")
-    check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
-    check_value(0 <= holdout < 60_000, 'holdout', holdout, 'in [0, 60000) (Fashion-MNIST has 60,000 training images)')
+    _check_ablation(variant, seed, budget, holdout, epochs)
     b = smoke_budget(BUDGETS[budget]) if smoke else BUDGETS[budget]
     epochs = None if epochs == b['epochs'] else epochs
     if epochs is not None: b = dict(b, epochs=epochs)
@@ -426,6 +432,7 @@ def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
     "Run `ablate` for every variant and seed (existing results are reused); each prints its line."
     runs = [(v, s) for s in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]
     check_value(jobs >= 1, 'jobs', jobs, 'at least 1')
+    for v, s in runs: _check_ablation(v, s, **kw)
     if dry_run: return plan_study(runs, jobs=jobs, **kw)
     if jobs == 1 or len(runs) == 1: return [ablate(v, s, **kw) for v, s in runs]
     return _run_parallel(runs, jobs, kw)

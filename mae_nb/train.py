@@ -244,7 +244,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        msg = (str(e).strip().splitlines() or [''])[0][:160]
+        msg = re.split(r'(?<=\.) ', (str(e).strip().splitlines() or [''])[0])[0][:120]    # torch's first sentence
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {msg}): the file is corrupt or truncated; "
                          "use another checkpoint or start the run afresh") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict):
@@ -641,6 +641,7 @@ def pretrain(mc: MAEConfig, # the model to pretrain
              monitor=None, # (model, epoch) -> dict or None after each epoch, e.g. `evaluate.knn_monitor(...)`
             ) -> dict:
     "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
+    check_value(mc.mask_ratio > 0, 'mask_ratio', mc.mask_ratio, 'above 0 to pretrain: with no patch removed there is nothing to reconstruct')
     prepare_out(tc)
     rank, world, device = dist_setup(tc.device)
     torch.manual_seed(tc.seed); random.seed(tc.seed)

@@ -41,6 +41,7 @@ CASES = [
     ('negative warm-up', ['pretrain', '--warmup-epochs', '-1', '--out', '{root}/x'], '--warmup-epochs -1.0: must be at least 0', 1, []),
     ('zero batch', ['pretrain', '--batch-size', '0', '--out', '{root}/x'], '--batch-size 0', 1, []),
     ('no visible patch', ['pretrain', '--mask-ratio', '0.99', '--out', '{root}/x'], 'leave none of the 49 patches visible', 1, []),
+    ('nothing removed', ['pretrain', '--mask-ratio', '0', '--out', '{root}/x'], '--mask-ratio 0.0: must be above 0 to pretrain', 1, []),
     ('mask ratio 1.5', ['pretrain', '--mask-ratio', '1.5'], 'mask_ratio must be in [0, 1)', 2, []),
     ('unknown dataset', ['pretrain', '--dataset', 'imagenet21k'], 'choose one of fmnist, cifar10, imagefolder', 2, []),
     ('device gpu0', ['pretrain', '--device', 'gpu0', '--out', '{root}/x'], '--device gpu0: must be auto, cpu, cuda or cuda:N', 1, []),
@@ -58,7 +59,7 @@ CASES = [
     ('probe limit 0', ['probe', '{root}/run/checkpoint.pt', '--limit', '0'], '--limit 0', 1, []),
     ('knn eval-limit 0', ['knn', '{root}/run/checkpoint.pt', '--eval-limit', '0'], '--eval-limit 0', 1, []),
     ('missing checkpoint', ['probe', '{root}/nothing.pt'], 'does not exist', 1, []),
-    ('not a checkpoint', ['probe', '{root}/a_file'], 'is not a readable checkpoint', 1, ['a_file']),
+    ('not a checkpoint', ['probe', '{root}/a_file'], 'is not a readable checkpoint (UnpicklingError: Weights only load failed.)', 1, ['a_file']),
     ('convert from a missing hf folder', ['convert', '{root}/no_such_folder', '{root}/x.pt', '--from', 'hf'], 'does not exist', 1, []),
     ('convert into a file', ['convert', '{root}/run/checkpoint.pt', '{root}/a_file/x.pt'], 'cannot write there', 1, ['a_file', 'run/checkpoint.pt']),
     ('layer decay 2', ['finetune', '--layer-decay', '2', '--out', '{root}/x'], '--layer-decay 2.0: must be in (0, 1]', 1, []),
@@ -70,6 +71,9 @@ CASES = [
      'is not a result of this kind', 1, ['run/checkpoint.pt']),
     ('demo epochs 0', ['demo', '--epochs', '0', '--out', '{root}/x'], '--epochs 0', 1, []),
     ('unknown variant', ['ablate', 'mask_0.3'], "unknown variant 'mask_0.3'", 2, []),
+    ('ablate negative holdout', ['ablate', 'all', '--holdout', '-3', '--dry-run'], '--holdout -3: must be in [0, 60000)', 1, []),
+    ('ablate epochs 0', ['ablate', 'default', '--epochs', '0', '--dry-run'], '--epochs 0: must be at least 1', 1, []),
+    ('ablate negative seed', ['ablate', 'default', '--seeds', '0', '-1', '--dry-run'], '--seeds -1: must be at least 0', 1, []),
 ]
 
 
