@@ -18,8 +18,8 @@ from .weights import convert
 from .train import AMP_MODES, RunError
 
 # %% auto #0
-__all__ = ['CHOICES', 'FLAG_NAMES', 'COMMANDS', 'USER_ERRORS', 'field_docs', 'config_flags', 'config_from', 'build_parser',
-           'main']
+__all__ = ['CHOICES', 'FLAG_NAMES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'field_docs', 'config_flags', 'config_from',
+           'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #2e713cf4
 def field_docs(cls) -> dict[str, str]:
@@ -169,6 +169,9 @@ def _run(args):
 
 # %% ../nbs/13_cli.ipynb #ea615559
 USER_ERRORS = (ValueError, OSError, FloatingPointError, RunError)   # errors a user can act on; anything else is a bug
+_GO_ON = 'the last checkpoint is kept: continue with the same command and --resume'
+AFTER_CTRL_C = dict(pretrain=_GO_ON, finetune=_GO_ON, demo='the last checkpoint is kept: run the same command again to continue',
+                    ablate='finished runs keep their JSON files: run the same command again to go on')   # what Ctrl-C leaves behind
 
 def _one_line(e: BaseException) -> str:
     "An error's message on one line (an OSError from the system: its words and the file)."
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None):
         print(f'mae_nb {args.command}: error: {_one_line(e)}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print(f'\nmae_nb {args.command}: interrupted; the last checkpoint is kept (continue with --resume)', file=sys.stderr)
+        print(f"\nmae_nb {args.command}: interrupted{'; ' + AFTER_CTRL_C[args.command] if args.command in AFTER_CTRL_C else ''}",
+              file=sys.stderr)
         sys.exit(130)
     except Exception:
         print(f'mae_nb {args.command}: an unexpected error, probably a bug in mae_nb: please report it with the traceback below', file=sys.stderr)

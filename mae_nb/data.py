@@ -130,7 +130,10 @@ def cifar10(split: str = 'train', # 'train' (data_batch_1…5, 50,000 images) or
                                     "in data/cifar-10-batches-py/ or $MAE_NB_DATA/cifar-10-batches-py/, or pass download=True (--download) "
                                     "on a machine with internet to fetch them")
         import torchvision
-        torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=True)
+        try: torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=True)
+        except (OSError, RuntimeError) as e:     # no connection (URLError), a damaged archive, a full disk
+            raise ConnectionError(f"could not download CIFAR-10 into {root} ({' '.join(str(e).split())}): check the connection, "
+                                  f"or copy the python version's files into {folder}/ by hand") from None
     names = [f'data_batch_{i}' for i in range(1, 6)] if split == 'train' else ['test_batch']
     missing = [n for n in names if not (folder/n).is_file()]
     if missing: raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: copy the complete python version of CIFAR-10 there")
@@ -340,7 +343,10 @@ def imagefolder(root: str | Path, # the folder holding one folder per split (`tr
     bicubic = T.InterpolationMode.BICUBIC
     if train: geometry = [T.RandomResizedCrop(img_size, scale=tuple(crop_scale), interpolation=bicubic), T.RandomHorizontalFlip()]
     else: geometry = [T.Resize(int(img_size / 0.875), interpolation=bicubic), T.CenterCrop(img_size)]
-    return torchvision.datasets.ImageFolder(str(folder), transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+    try: return torchvision.datasets.ImageFolder(str(folder), transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+    except FileNotFoundError as e:                # no class folder, or class folders without images
+        raise FileNotFoundError(f"{' '.join(str(e).split()).rstrip('.')}: put each class's images in its own sub-folder of {folder}, "
+                                f"as ImageNet's {split}/n01440764/*.JPEG") from None
 
 # %% ../nbs/05_data.ipynb #39174fc5
 SKIP_POLICY = ("Unreadable image files (corrupt, truncated, or not images) are skipped, never a crash: the next readable image "

@@ -202,9 +202,10 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
             torch.save(state, f)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:                         # a full disk surfaces as OSError or as torch's writer error
+    except BaseException as e:                                   # Ctrl-C too: never leave a half-written file behind
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
+        if not isinstance(e, (OSError, RuntimeError)): raise     # a full disk surfaces as OSError or as torch's writer error
         kept = '; the previous checkpoint is kept' if path.exists() else ''
         raise RunError(f"could not write {path} ({error_line(e)}){kept}: free some disk space, or choose another --out") from None
 
@@ -227,6 +228,9 @@ def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
     if not (missing or unexpected or shapes): return
+    if 'head.weight' in sd and 'head.weight' not in own:
+        raise ValueError(f"{path} holds a fine-tuned classifier (head.weight), not a masked autoencoder: "
+                         "pass a pretraining checkpoint (from mae_nb pretrain, or a released one)")
     cut = lambda xs: ', '.join(xs[:4]) + (f' (+{len(xs) - 4} more)' if len(xs) > 4 else '')
     parts = [f'missing {cut(missing)}' if missing else '', f'unexpected {cut(unexpected)}' if unexpected else '',
              f'shape (checkpoint vs model) {cut(shapes)}' if shapes else '']
@@ -305,9 +309,10 @@ def write_text(path: str | Path, text: str,
     path = Path(path); tmp = path.with_name(path.name + '.tmp')
     try:
         tmp.write_text(text); os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
+        if not isinstance(e, OSError): raise
         raise RunError(f"could not write {path} ({error_line(e)}): free some disk space, or choose {elsewhere}") from None
     return path
 

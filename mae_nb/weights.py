@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
-from .train import RunError, check_writable, error_line, load_checkpoint, save_checkpoint
+from .train import RunError, check_fits, check_writable, error_line, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
@@ -87,7 +87,7 @@ def load_pretrained(path: str | Path, # a `{'model': state_dict}` file: released
     missing, unexpected = model.load_state_dict(sd, strict=False)
     enc_missing = [k for k in missing if not is_decoder_key(k)]
     if enc_missing or unexpected:
-        raise ValueError(f"{path} does not fit MAEConfig {cfg}: missing {enc_missing[:4]}, unexpected {unexpected[:4]}")
+        check_fits({**ckpt, 'model': clean_state_dict(ckpt['model'])}, model, path)     # raises, saying what differs
     return model, dict(config=cfg, encoder_only=bool(missing), missing=missing, ignored=ignored)
 
 # %% ../nbs/10_weights.ipynb #f32e7927
@@ -237,6 +237,8 @@ def convert(src: str, dst: str,
            ) -> MaskedAutoencoder: # the model that was written
     "Read `src`, write `dst` in the form `to`, and say what was read and written."
     if to not in ('mae', 'timm', 'hf') or from_ not in ('mae', 'hf'): raise ValueError(f"convert from mae or hf to mae, timm or hf; got {from_} -> {to}")
+    if Path(dst).exists() and (Path(dst).is_file() or any(Path(dst).iterdir())):        # never replace a checkpoint or a run
+        raise ValueError(f"DST {dst} exists: convert writes a new file or folder; choose another name or remove it first")
     check_writable(Path(dst).parent if to != 'hf' else Path(dst), 'DST')                   # before reading anything
     if from_ == 'hf': model = load_hf(src)
     else:

@@ -1,7 +1,7 @@
 """Every mistake a user can make ends in one line on stderr, a non-zero exit status, no traceback, and no lost or
 half-written file. The cases are a table: (command, what the line must say, exit status, files that must be intact).
 Most run `mae_nb.cli.main` in this process (one torch import for all); a few run the installed console script."""
-import contextlib, hashlib, io, json, os, subprocess, sys
+import contextlib, hashlib, io, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
@@ -25,11 +25,14 @@ def digest(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdiges
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory) -> Path:
-    "A finished one-epoch pretraining run (seed 0, batch 64, 128 images) and a file that is not a folder."
+    "A finished one-epoch pretraining run (seed 0, batch 64, 128 images), a classifier checkpoint and a file that is not a folder."
     root = tmp_path_factory.mktemp('errors')
     code, _, err = call(['pretrain', *QUICK, '--epochs', '1', '--out', root/'run'])
     assert code == 0, err
     (root/'a_file').write_text('not a folder')
+    ck = torch.load(root/'run'/'checkpoint.pt', weights_only=True)                 # a fine-tuned classifier's kind of weights
+    enc = {k: v for k, v in ck['model'].items() if k.startswith(('cls_token', 'pos_embed', 'patch_embed', 'blocks'))}
+    torch.save(dict(model={**enc, 'head.weight': torch.zeros(10, 128), 'head.bias': torch.zeros(10)}, config=ck['config']), root/'classifier.pt')
     return root
 
 
@@ -61,6 +64,12 @@ CASES = [
     ('missing checkpoint', ['probe', '{root}/nothing.pt'], 'does not exist', 1, []),
     ('not a checkpoint', ['probe', '{root}/a_file'], 'is not a readable checkpoint (UnpicklingError: Weights only load failed.)', 1, ['a_file']),
     ('convert from a missing hf folder', ['convert', '{root}/no_such_folder', '{root}/x.pt', '--from', 'hf'], 'does not exist', 1, []),
+    ('probe a classifier', ['probe', '{root}/classifier.pt'], 'holds a fine-tuned classifier', 1, ['classifier.pt']),
+    ('convert a classifier', ['convert', '{root}/classifier.pt', '{root}/c.pt'], 'holds a fine-tuned classifier', 1, ['classifier.pt']),
+    ('convert onto its source', ['convert', '{root}/run/checkpoint.pt', '{root}/run/checkpoint.pt'], 'exists: convert writes a new file', 1,
+     ['run/checkpoint.pt']),
+    ('convert into a run folder', ['convert', '{root}/run/checkpoint.pt', '{root}/run', '--to', 'hf'], 'exists: convert writes a new file', 1,
+     ['run/checkpoint.pt', 'run/metrics.jsonl']),
     ('convert into a file', ['convert', '{root}/run/checkpoint.pt', '{root}/a_file/x.pt'], 'cannot write there', 1, ['a_file', 'run/checkpoint.pt']),
     ('layer decay 2', ['finetune', '--layer-decay', '2', '--out', '{root}/x'], '--layer-decay 2.0: must be in (0, 1]', 1, []),
     ('smoothing 1', ['finetune', '--smoothing', '1', '--out', '{root}/x'], '--smoothing 1.0: must be in [0, 1)', 1, []),
@@ -115,6 +124,24 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and 'No space left on device' in lines[0] and 'previous checkpoint is kept' in lines[0], r.stderr
     assert digest(tmp_path/'checkpoint.pt') == good and not (tmp_path/'checkpoint.pt.tmp').exists()
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
+    "Ctrl-C (SIGINT) mid-run: status 130, one line that says how to go on, the last checkpoint intact, no temporary file; --resume goes on."
+    argv = ['pretrain', '--limit', '128', '--batch-size', '64', '--no-progress', '--log-every', '1', '--out', tmp_path]
+    p = subprocess.Popen([MAE_NB, *map(str, argv), '--epochs', '1000'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path/'checkpoint.pt').exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+    time.sleep(1.0)                                                       # well inside a later epoch or its checkpoint
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 1 and 'interrupted; the last checkpoint is kept' in lines[0] and '--resume' in lines[0], err
+    assert not list(tmp_path.glob('*.tmp'))
+    epoch = torch.load(tmp_path/'checkpoint.pt', weights_only=True)['epoch']
+    r = console(*argv, '--epochs', epoch + 1, '--resume')
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path/'summary.json').read_text())['step'] == 2 * (epoch + 1)
 
 
 def test_debug_shows_the_traceback(tmp_path):
