@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
-from .data import to_device
+from .data import error_line, to_device
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
 from .train import (AMP_MODES, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
-                          check_result_path, check_writable, error_line, make_train_step, median_img_per_s, param_groups, pretrain,
+                          check_result_path, check_writable, make_train_step, median_img_per_s, param_groups, pretrain,
                           read_metrics, resolve_device, write_json, write_text)
 from .finetune import FinetuneConfig, finetune
 from .weights import have_transformers, hf_model

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, dataclasses, inspect, os, re, sys, typing
 from . import __version__
-from .data import DATASETS, SKIP_POLICY
+from .data import DATASETS, SKIP_POLICY, error_line
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
 from .experiments import (ABLATIONS, BUDGETS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
@@ -173,12 +173,6 @@ _GO_ON = 'the last checkpoint is kept: continue with the same command and --resu
 AFTER_CTRL_C = dict(pretrain=_GO_ON, finetune=_GO_ON, demo='the last checkpoint is kept: run the same command again to continue',
                     ablate='finished runs keep their JSON files: run the same command again to go on')   # what Ctrl-C leaves behind
 
-def _one_line(e: BaseException) -> str:
-    "An error's message on one line (an OSError from the system: its words and the file)."
-    if isinstance(e, OSError) and e.strerror and not str(e).startswith(e.strerror):
-        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-    return ' '.join(str(e).split())
-
 def main(argv: list[str] | None = None):
     "Entry point of the `mae_nb` console command."
     args = build_parser().parse_args(argv)
@@ -186,7 +180,7 @@ def main(argv: list[str] | None = None):
     try: _run(args)
     except USER_ERRORS as e:
         if debug: raise
-        print(f'mae_nb {args.command}: error: {_one_line(e)}', file=sys.stderr)
+        print(f'mae_nb {args.command}: error: {error_line(e)}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"\nmae_nb {args.command}: interrupted{'; ' + AFTER_CTRL_C[args.command] if args.command in AFTER_CTRL_C else ''}",

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 __all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'data_dir',
            'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset',
            'crop_boxes', 'to_device', 'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder',
-           'UnreadableImages', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader',
-           'make_loader']
+           'UnreadableImages', 'error_line', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize',
+           'DeviceDecodeLoader', 'make_loader']
 
 # %% ../nbs/05_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -369,9 +369,11 @@ def _sample_path(dataset, i: int) -> str:
     samples = getattr(dataset, 'samples', None)
     return str(samples[i][0]) if samples is not None else f'sample {i}'
 
-def _first_line(e: Exception) -> str:
-    "An error's first line, without the C++ source location torchvision's decoders put first or the file object PIL names."
-    line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [''])[0])
+def error_line(e: BaseException) -> str:
+    """An exception's message as one line: the OS's words and the file for a system error; otherwise its first line, without
+    the C++ source location torchvision's decoders put first or the file object PIL names. Every one-line error uses it."""
+    if isinstance(e, OSError) and e.strerror: return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [type(e).__name__])[0])
     return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
 
 # %% ../nbs/05_data.ipynb #6f54a094
@@ -383,7 +385,7 @@ def _first_readable(dataset, i: int, load) -> tuple:
         try: out = load(j)
         except _unreadable_errors() as e:
             if isinstance(e, torch.OutOfMemoryError): raise             # the device's trouble, not the file's
-            bad.append((j, f'{type(e).__name__}: {_first_line(e)}')); continue    # (not e: its traceback would hold this frame)
+            bad.append((j, f'{type(e).__name__}: {error_line(e)}')); continue    # (not e: its traceback would hold this frame)
         for b, why in bad:
             if (path := _sample_path(dataset, b)) not in _REPORTED:
                 _REPORTED.add(path)

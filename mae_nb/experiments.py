@@ -46,12 +46,14 @@ class PretrainConfig(TrainConfig):
 
 # %% ../nbs/12_experiments.ipynb #c0fb19b0
 def write_summary(summary: dict, out_dir: str | Path):
-    "After a training run: rank 0 writes OUT/summary.json and prints it; every rank leaves the process group."
+    "After a training run: rank 0 prints the summary, then writes OUT/summary.json; every rank leaves the process group."
     import torch.distributed as dist
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        write_json(Path(out_dir)/'summary.json', summary)
-        print(json.dumps(summary))
-    if dist.is_initialized(): dist.destroy_process_group()
+    try:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(json.dumps(summary))                              # printed first: a failed write loses nothing
+            write_json(Path(out_dir)/'summary.json', summary)
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
 
 def run_pretrain(pc: PretrainConfig) -> dict:
     "Pretrain as `pc` says, with a kNN monitor when `knn_every` is set; writes and returns the summary."

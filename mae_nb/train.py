@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
 import torch.distributed as dist
-from .data import DATASETS, dataset_info, make_loader, mix_seed, to_device
+from .data import DATASETS, dataset_info, error_line, make_loader, mix_seed, to_device
 from .masking import mask_noise
 from .model import MAEConfig, MaskedAutoencoder, check_value
 from .vit import Block
@@ -18,7 +18,7 @@ from .vit import Block
 # %% auto #0
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint',
-           'RunError', 'error_line', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
+           'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
            'check_result_path', 'write_text', 'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog',
            'read_metrics', 'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model',
            'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state',
@@ -211,11 +211,6 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
 
 class RunError(Exception):
     "A failure of a run that the user can act on (disk full, folder not writable, ...): the message says what to do."
-
-def error_line(e: BaseException) -> str:
-    "The first line of an exception's message (the OS's words for an OSError)."
-    if isinstance(e, OSError) and e.strerror: return e.strerror
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 # %% ../nbs/06_train.ipynb #85a16266
 def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
