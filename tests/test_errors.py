@@ -129,7 +129,7 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path):
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     "Ctrl-C (SIGINT) mid-run: status 130, one line that says how to go on, the last checkpoint intact, no temporary file; --resume goes on."
     argv = ['pretrain', '--limit', '128', '--batch-size', '64', '--no-progress', '--log-every', '1', '--out', tmp_path]
-    p = subprocess.Popen([MAE_NB, *map(str, argv), '--epochs', '1000'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([MAE_NB, *map(str, argv), '--epochs', '1000'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path/'checkpoint.pt').exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
     time.sleep(1.0)                                                       # well inside a later epoch or its checkpoint
