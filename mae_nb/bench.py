@@ -362,7 +362,7 @@ class BenchConfig:
         check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
         check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
         check_positive_ints(self, 'batch_size', 'iters', 'windows', 'epochs')
-        check_positive_ints(self, 'decoder_depth', optional=True)
+        check_positive_ints(self, 'decoder_depth', optional="the preset's")
         check_value(self.warmup >= 0, 'warmup', self.warmup, 'at least 0')
         check_value(self.peak_tflops is None or self.peak_tflops > 0, 'peak_tflops', self.peak_tflops, 'positive')
         names = self.contenders.split(',')

@@ -369,10 +369,12 @@ def _sample_path(dataset, i: int) -> str:
     samples = getattr(dataset, 'samples', None)
     return str(samples[i][0]) if samples is not None else f'sample {i}'
 
-def error_line(e: BaseException) -> str:
+def error_line(e: BaseException,
+               file: bool = True, # with a system error, name its file (False where the message names it already)
+              ) -> str:
     """An exception's message as one line: the OS's words and the file for a system error; otherwise its first line, without
     the C++ source location torchvision's decoders put first or the file object PIL names. Every one-line error uses it."""
-    if isinstance(e, OSError) and e.strerror: return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    if isinstance(e, OSError) and e.strerror: return f"{e.strerror}: {e.filename}" if e.filename and file else e.strerror
     line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [type(e).__name__])[0])
     return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
 

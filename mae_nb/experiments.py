@@ -104,7 +104,8 @@ class ProbeConfig:
     def __post_init__(self):
         if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
         check_positive_ints(self, 'epochs', 'k', 'batch_size')
-        check_positive_ints(self, 'limit', 'eval_limit', 'img_size', optional=True)
+        check_positive_ints(self, 'limit', 'eval_limit', optional=True)
+        check_positive_ints(self, 'img_size', optional="the checkpoint's")
         for k in ('holdout', 'seed'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
 
     def result_path(self) -> Path | None:

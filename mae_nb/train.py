@@ -80,12 +80,15 @@ def _check_train_config(self: TrainConfig):
     check_value(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), 'betas', self.betas, 'two numbers in [0, 1)')
     check_value(0 < self.min_crop_scale <= 1, 'min_crop_scale', self.min_crop_scale, 'in (0, 1] (the paper: 0.2 pretraining, 0.08 fine-tuning)')
 
-def check_positive_ints(cfg, *names: str, optional: bool = False):
+def check_positive_ints(cfg, *names: str,
+                        optional: bool | str = False, # None allowed too; a string says what None means (True: 'all of them')
+                       ):
     "Each field of `cfg` in `names` must be a whole number ≥ 1 (or None, when `optional`: the whole dataset, every image, ...)."
     for k in names:
         v = getattr(cfg, k)
         if optional and v is None: continue
-        check_value(isinstance(v, int) and v >= 1, k, v, 'a whole number of at least 1' + (' (or left out: all of them)' if optional else ''))
+        left_out = f" (or left out: {'all of them' if optional is True else optional})" if optional else ''
+        check_value(isinstance(v, int) and v >= 1, k, v, 'a whole number of at least 1' + left_out)
 
 # %% ../nbs/06_train.ipynb #6677fe29
 NO_DECAY_NAMES = ('cls_token', 'mask_token', 'pos_embed', 'decoder_pos_embed')
@@ -207,7 +210,7 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
         except OSError: pass
         if not isinstance(e, (OSError, RuntimeError)): raise     # a full disk surfaces as OSError or as torch's writer error
         kept = '; the previous checkpoint is kept' if path.exists() else ''
-        raise RunError(f"could not write {path} ({error_line(e)}){kept}: free some disk space, or choose another --out") from None
+        raise RunError(f"could not write {path} ({error_line(e, file=False)}){kept}: free some disk space, or choose another --out") from None
 
 class RunError(Exception):
     "A failure of a run that the user can act on (disk full, folder not writable, ...): the message says what to do."
@@ -274,7 +277,7 @@ def check_writable(folder: str | Path, # created if missing
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.mae_nb-write-test-'): pass
-    except OSError as e: raise RunError(f"{flag} {folder}: cannot write there ({error_line(e)}): choose a folder you can write to") from None
+    except OSError as e: raise RunError(f"{flag} {folder}: cannot write there ({error_line(e, file=False)}): choose a folder you can write to") from None
     return folder
 
 def prepare_out(tc: TrainConfig) -> Path:
@@ -308,7 +311,7 @@ def write_text(path: str | Path, text: str,
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
         if not isinstance(e, OSError): raise
-        raise RunError(f"could not write {path} ({error_line(e)}): free some disk space, or choose {elsewhere}") from None
+        raise RunError(f"could not write {path} ({error_line(e, file=False)}): free some disk space, or choose {elsewhere}") from None
     return path
 
 def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
@@ -380,7 +383,7 @@ class MetricsLog:
     def write(self, **rec):
         try:
             with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
-        except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e)}): free some disk space, or choose another --out") from None
+        except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e, file=False)}): free some disk space, or choose another --out") from None
 
 def read_metrics(path: str | Path, # a `metrics.jsonl` file
                  has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)

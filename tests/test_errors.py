@@ -59,6 +59,8 @@ CASES = [
     ('resume, norm-pix', ['pretrain', *QUICK, '--norm-pix-loss', '--resume', '--out', '{root}/run'], '--norm-pix-loss False → True', 1, ['run/checkpoint.pt']),
     ('probe over the checkpoint', ['probe', '{root}/run/checkpoint.pt', '--out', '{root}/run/checkpoint.pt'], 'is not a result of this kind', 1, ['run/checkpoint.pt']),
     ('probe into a file', ['probe', '{root}/run/checkpoint.pt', '--out', '{root}/a_file/probe.json'], 'cannot write there', 1, ['a_file']),
+    ('probe img-size 0', ['probe', '{root}/run/checkpoint.pt', '--img-size', '0'], "--img-size 0: must be a whole number of at least 1 (or left out: the checkpoint's)",
+     1, []),
     ('probe limit 0', ['probe', '{root}/run/checkpoint.pt', '--limit', '0'], '--limit 0', 1, []),
     ('knn eval-limit 0', ['knn', '{root}/run/checkpoint.pt', '--eval-limit', '0'], '--eval-limit 0', 1, []),
     ('missing checkpoint', ['probe', '{root}/nothing.pt'], 'does not exist', 1, []),
