@@ -4,8 +4,8 @@
 
 # %% ../nbs/06_train.ipynb #50d231ca
 from __future__ import annotations
-import json, math, os, random, re, tempfile, time
-from contextlib import nullcontext
+import json, math, os, random, re, signal, tempfile, threading, time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
@@ -17,12 +17,12 @@ from .vit import Block
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
-           'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'save_checkpoint',
-           'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable', 'prepare_out',
-           'check_result_path', 'write_text', 'write_json', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog',
-           'read_metrics', 'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model',
-           'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state',
-           'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
+           'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'deferred_interrupt',
+           'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
+           'prepare_out', 'check_result_path', 'write_text', 'write_json', 'hold_run_folder', 'release_run_folder',
+           'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan',
+           'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record',
+           'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -193,6 +193,17 @@ def overfit(model: MaskedAutoencoder, # trained in place
     return losses.tolist()                                          # read back once, at the end
 
 # %% ../nbs/06_train.ipynb #29e834ce
+@contextmanager
+def deferred_interrupt():
+    "Hold Ctrl-C (SIGINT) until the block ends, then raise it (main thread only; elsewhere a no-op)."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda *a: got.append(a))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        if got: raise KeyboardInterrupt
+
 def save_checkpoint(path: str | Path, # where the checkpoint goes
                     state: dict, # what to save: tensors, numbers, strings, lists and dicts
                    ):
@@ -200,12 +211,13 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, 'wb') as f:
-            torch.save(state, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:                                   # Ctrl-C too: never leave a half-written file behind
+        with deferred_interrupt():                               # Ctrl-C comes after the write, not inside torch's writer
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, 'wb') as f:
+                torch.save(state, f)
+                f.flush(); os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException as e:                                   # anything else: never leave a half-written file behind
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
         if not isinstance(e, (OSError, RuntimeError)): raise     # a full disk surfaces as OSError or as torch's writer error
@@ -317,6 +329,28 @@ def write_text(path: str | Path, text: str,
 def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
     "Write `obj` as JSON to `path` atomically, as `write_text`."
     return write_text(path, json.dumps(obj, indent=1, default=str) + '\n', elsewhere)
+
+# %% ../nbs/06_train.ipynb #4c0a1b02
+_HELD: dict[str, object] = {}   # the run folders this process holds: resolved path -> its open lock file
+
+def hold_run_folder(out: str | Path) -> Path:
+    "Lock `out` for this process (it may enter again), so that no other process trains into it meanwhile; else a one-line `RunError`."
+    out = Path(out); key = str(out.resolve())
+    if key in _HELD: return out
+    try: import fcntl
+    except ImportError: return out                                        # no advisory locks here (Windows)
+    f = open(out/'.lock', 'a')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise RunError(f"--out {out} is in use by another run right now: wait for it to end, or choose another --out") from None
+    _HELD[key] = f
+    return out
+
+def release_run_folder(out: str | Path):
+    "Give up this process's lock on `out` (at the end of a run; the OS does the same when the process ends)."
+    f = _HELD.pop(str(Path(out).resolve()), None)
+    if f is not None: f.close()
 
 # %% ../nbs/06_train.ipynb #46b592bd
 def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
@@ -588,8 +622,9 @@ def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path
 
 # %% ../nbs/06_train.ipynb #807795a1
 def _start_run(model, groups, loader, tc: TrainConfig, rank: int, world: int, device, meta: dict | None, desc: str):
-    "A run's checkpoint path, plan, training step, position (restored when resuming), log (rank 0) and progress bar."
+    "The run's folder held (rank 0); its checkpoint path, plan, training step, position (restored when resuming), log (rank 0), progress bar."
     from tqdm import tqdm
+    if rank == 0: hold_run_folder(tc.out_dir)                          # one run per folder at a time
     ckpt = Path(tc.out_dir)/'checkpoint.pt'
     plan = plan_run(tc, len(loader), world)
     step = make_train_step(model, groups, plan, tc, device, world)
@@ -636,6 +671,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
                 save_checkpoint(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
         pos.update(epoch=epoch + 1, batch=0)
     bar.close()
+    if rank == 0: release_run_folder(tc.out_dir)
     return _summary(pos, plan, tc, clock, ckpt, loader, model, world, device)
 
 # %% ../nbs/06_train.ipynb #f018d7d8

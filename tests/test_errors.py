@@ -129,11 +129,14 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
-    "Ctrl-C (SIGINT) mid-run: status 130, one line that says how to go on, the last checkpoint intact, no temporary file; --resume goes on."
+    """A second run into a folder that a run is using is refused. Ctrl-C (SIGINT) mid-run: status 130, one line that says how to go
+    on, the last checkpoint intact, no temporary file; --resume goes on."""
     argv = ['pretrain', '--limit', '128', '--batch-size', '64', '--no-progress', '--log-every', '1', '--out', tmp_path]
     p = subprocess.Popen([MAE_NB, *map(str, argv), '--epochs', '1000'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path/'checkpoint.pt').exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+    code, _, err = call([*argv, '--epochs', '1000', '--resume'])           # a second run into the same folder meanwhile: refused
+    assert code == 1 and len(err.strip().splitlines()) == 1 and 'is in use by another run right now' in err, err
     time.sleep(1.0)                                                       # well inside a later epoch or its checkpoint
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
