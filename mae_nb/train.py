@@ -339,6 +339,7 @@ def hold_run_folder(out: str | Path) -> Path:
     if key in _HELD: return out
     try: import fcntl
     except ImportError: return out                                        # no advisory locks here (Windows)
+    out.mkdir(parents=True, exist_ok=True)                                # (`fit` may be called on a new folder)
     f = open(out/'.lock', 'a')
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
