@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'data_dir',
-           'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset',
-           'crop_boxes', 'to_device', 'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder',
-           'UnreadableImages', 'error_line', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize',
-           'DeviceDecodeLoader', 'make_loader']
+           'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'error_line', 'cifar10',
+           'load_tensor_dataset', 'crop_boxes', 'to_device', 'resized_crops', 'batch_augment', 'mix_seed',
+           'TensorLoader', 'imagefolder', 'UnreadableImages', 'FolderLoader', 'image_bytes', 'decode_images',
+           'crop_resize', 'DeviceDecodeLoader', 'make_loader']
 
 # %% ../nbs/05_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -90,6 +90,15 @@ def dataset_info(name: str, # one of `DATASETS`
     _check_dataset(name)
     return dict(_DATASET_INFO[name])
 
+# %% ../nbs/05_data.ipynb #39174fce
+def error_line(e: BaseException,
+               file: bool = True, # with a system error, name its file (False where the message names it already)
+              ) -> str:
+    "An exception's message as one line: the OS's words (and file) for a system error, else its first line without decoder noise."
+    if isinstance(e, OSError) and e.strerror: return f"{e.strerror}: {e.filename}" if e.filename and file else e.strerror
+    line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [type(e).__name__])[0])
+    return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
+
 # %% ../nbs/05_data.ipynb #446ed762
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
@@ -110,7 +119,7 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]: # images
         with open(path, 'rb') as f: d = _CifarUnpickler(f, encoding='bytes').load()
         rows, labels = np.asarray(d[b'data'], dtype=np.uint8), list(d[b'labels'])
     except Exception as e:  # a truncated or foreign file can fail in many ways
-        raise ValueError(f"{path} is not a CIFAR-10 batch ({type(e).__name__}: {e}): {redo}") from None
+        raise ValueError(f"{path} is not a CIFAR-10 batch ({type(e).__name__}: {error_line(e)}): {redo}") from None
     if rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32 or len(rows) != len(labels):
         raise ValueError(f"{path} holds data of shape {rows.shape} and {len(labels)} labels, not one row of 3072 bytes per label: {redo}")
     return torch.from_numpy(rows.copy()).view(-1, 3, 32, 32), torch.tensor(labels, dtype=torch.int64)
@@ -132,7 +141,7 @@ def cifar10(split: str = 'train', # 'train' (data_batch_1…5, 50,000 images) or
         import torchvision
         try: torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=True)
         except (OSError, RuntimeError) as e:     # no connection (URLError), a damaged archive, a full disk
-            raise ConnectionError(f"could not download CIFAR-10 into {root} ({' '.join(str(e).split())}): check the connection, "
+            raise ConnectionError(f"could not download CIFAR-10 into {root} ({error_line(e)}): check the connection, "
                                   f"or copy the python version's files into {folder}/ by hand") from None
     names = [f'data_batch_{i}' for i in range(1, 6)] if split == 'train' else ['test_batch']
     missing = [n for n in names if not (folder/n).is_file()]
@@ -345,7 +354,7 @@ def imagefolder(root: str | Path, # the folder holding one folder per split (`tr
     else: geometry = [T.Resize(int(img_size / 0.875), interpolation=bicubic), T.CenterCrop(img_size)]
     try: return torchvision.datasets.ImageFolder(str(folder), transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
     except FileNotFoundError as e:                # no class folder, or class folders without images
-        raise FileNotFoundError(f"{' '.join(str(e).split()).rstrip('.')}: put each class's images in its own sub-folder of {folder}, "
+        raise FileNotFoundError(f"{error_line(e).rstrip('.')}: put each class's images in its own sub-folder of {folder}, "
                                 f"as ImageNet's {split}/n01440764/*.JPEG") from None
 
 # %% ../nbs/05_data.ipynb #39174fc5
@@ -368,15 +377,6 @@ def _sample_path(dataset, i: int) -> str:
     while isinstance(dataset, torch.utils.data.Subset): dataset, i = dataset.dataset, dataset.indices[i]
     samples = getattr(dataset, 'samples', None)
     return str(samples[i][0]) if samples is not None else f'sample {i}'
-
-def error_line(e: BaseException,
-               file: bool = True, # with a system error, name its file (False where the message names it already)
-              ) -> str:
-    """An exception's message as one line: the OS's words and the file for a system error; otherwise its first line, without
-    the C++ source location torchvision's decoders put first or the file object PIL names. Every one-line error uses it."""
-    if isinstance(e, OSError) and e.strerror: return f"{e.strerror}: {e.filename}" if e.filename and file else e.strerror
-    line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [type(e).__name__])[0])
-    return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
 
 # %% ../nbs/05_data.ipynb #6f54a094
 def _first_readable(dataset, i: int, load) -> tuple:

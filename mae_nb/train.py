@@ -258,7 +258,7 @@ def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        msg = re.split(r'(?<=\.) ', (str(e).strip().splitlines() or [''])[0])[0][:120]    # torch's first sentence
+        msg = re.split(r'(?<=\.) ', error_line(e))[0][:120]                   # torch's first sentence
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {msg}): the file is corrupt or truncated; "
                          "use another checkpoint or start the run afresh") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict):
