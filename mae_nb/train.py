@@ -17,12 +17,13 @@ from .vit import Block
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
-           'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'deferred_interrupt',
-           'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
-           'prepare_out', 'check_result_path', 'write_text', 'write_json', 'hold_run_folder', 'release_run_folder',
-           'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan',
-           'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record',
-           'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
+           'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'keep_freed_memory', 'overfit',
+           'deferred_interrupt', 'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model',
+           'check_writable', 'prepare_out', 'check_result_path', 'write_text', 'write_json', 'hold_run_folder',
+           'release_run_folder', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
+           'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter',
+           'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync',
+           'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -176,6 +177,17 @@ class TrainStep:
         self.scaler.step(self.opt); self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
         if self.sched is not None: self.sched.step()
+
+# %% ../nbs/06_train.ipynb #efb5c69e
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters (malloc.h)
+
+def keep_freed_memory() -> bool: # whether the setting took effect (False: not glibc)
+    "Make glibc's malloc keep freed memory for reuse instead of returning it to the OS (fewer page faults per training step on a CPU)."
+    import ctypes, ctypes.util
+    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return False
+    if not hasattr(libc, 'mallopt') or not hasattr(libc, 'gnu_get_libc_version'): return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))   # 32 MB: glibc's maximum
 
 # %% ../nbs/06_train.ipynb #c9def8e0
 def overfit(model: MaskedAutoencoder, # trained in place
@@ -374,6 +386,7 @@ def dist_setup(device: str = 'auto', # as `resolve_device`: 'auto', 'cpu', 'cuda
     world = int(os.environ.get('WORLD_SIZE', '1'))
     dev = resolve_device(device)
     if dev.type == 'cuda': torch.cuda.set_device(dev)
+    else: keep_freed_memory()                                        # fewer page faults per step (see above)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return (dist.get_rank() if world > 1 else 0), world, dev
