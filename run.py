@@ -2,6 +2,7 @@
 """Project commands that work on a fresh clone with nothing but python3.
 
     python3 run.py demo     # the main job: `mae_nb demo`
+    python3 run.py demo-vs REF   # time the demo of git revision REF, then this checkout's, on this machine: both times and gains
     python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
     python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/
@@ -355,8 +356,40 @@ def cmd_lab(rest, env):
     os.execve(cmd[0], cmd, env)
 
 
+def cmd_demo_vs(ref: str, env: dict):
+    """The demo of git revision `ref` (checked out in a temporary worktree), then this checkout's, one after the other on this
+    machine with this .venv: the wall time of each whole command, their ratio and each linear-probe gain, printed and written
+    to a JSON file. Runs on the same machine differ far less than machines do, so the ratio is the figure to compare."""
+    import json, tempfile, time
+    work = Path(tempfile.mkdtemp(prefix='mae_nb-demo-vs-'))
+    sh('git', 'worktree', 'add', '--detach', work/'then', ref)
+    runs = {}
+    try:
+        for name, tree in ((f'{ref}', work/'then'), ('this checkout', ROOT)):
+            out, t0 = work/f'run-{len(runs)}', time.perf_counter()
+            print(f'demo of {name}: output in {out}/ (log: {out}.log)', flush=True)
+            with open(f'{out}.log', 'w') as log:
+                r = subprocess.run([str(BIN/'python'), '-c', 'from mae_nb.cli import main; main()', 'demo', '--out', str(out)],
+                                   cwd=tree, env={**env, 'PYTHONPATH': str(tree)}, stdout=log, stderr=subprocess.STDOUT)
+            if r.returncode: sys.exit(f'the demo of {name} failed (status {r.returncode}): see {out}.log')
+            res = json.loads(next(p for p in (out/'demo.json', out/'probe.json') if p.exists()).read_text())
+            runs[name] = dict(wall_s=round(time.perf_counter() - t0, 1), gain_linear_probe=res['gain_linear_probe'],
+                              pretrained=res['pretrained']['linear_probe'], random_init=res['random_init']['linear_probe'],
+                              steps=res['pretrain']['step'], pretrain_s=res['pretrain_wall_s'], probe_s=res['probe_wall_s'])
+            print(f"  {runs[name]['wall_s'] / 60:.1f} min in all ({res['pretrain']['step']} steps); linear probe "
+                  f"{runs[name]['pretrained']:.2f} % vs {runs[name]['random_init']:.2f} % at random init: gain {res['gain_linear_probe']:+.2f} points", flush=True)
+    finally: subprocess.run(['git', 'worktree', 'remove', '--force', str(work/'then')], cwd=ROOT)
+    (then, a), (now, b) = runs.items()
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?') if Path('/proc/cpuinfo').exists() else '?'
+    summary = dict(ref=ref, machine=dict(cpu=cpu, cores=os.cpu_count()), runs=runs, ratio=round(b['wall_s'] / a['wall_s'], 3))
+    (work/'demo-vs.json').write_text(json.dumps(summary, indent=1) + '\n')
+    print(f"\nthis checkout's demo took {summary['ratio']:.2f}× the time of {then}'s on {cpu} ({os.cpu_count()} cores): "
+          f"{b['wall_s'] / 60:.1f} vs {a['wall_s'] / 60:.1f} min; gains {b['gain_linear_probe']:+.2f} vs {a['gain_linear_probe']:+.2f} points "
+          f"(written to {work/'demo-vs.json'})")
+
+
 def main(argv):
-    cmds = ('demo', 'test', 'readme', 'site', 'lab')
+    cmds = ('demo', 'demo-vs', 'test', 'readme', 'site', 'lab')
     if not argv or argv[0] not in cmds + ('_readme', '_site'):
         print(__doc__); sys.exit(0 if argv[:1] in ([], ['-h'], ['--help']) else 2)
     cmd, rest = argv[0], argv[1:]
@@ -365,6 +398,9 @@ def main(argv):
     ensure_venv()
     env = venv_env()
     if cmd == 'demo': sh(BIN/'mae_nb', 'demo', *rest, env=env)
+    elif cmd == 'demo-vs':
+        if len(rest) != 1: sys.exit('usage: python3 run.py demo-vs REF   (a git revision, e.g. main or a commit)')
+        cmd_demo_vs(rest[0], env)
     elif cmd == 'readme': sh(BIN/'python', ROOT/'run.py', '_readme', env=env)
     elif cmd == 'site': sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
     elif cmd == 'lab': cmd_lab(rest, env)

@@ -74,7 +74,7 @@ def _command(sub, name: str, help: str, description: str, cls=None, **flags):
     return p
 
 def _run_commands(sub):
-    _command(sub, 'demo', 'pretrain on embedded Fashion-MNIST (~10 min on a CPU), show reconstructions, probe the encoder',
+    _command(sub, 'demo', 'pretrain on embedded Fashion-MNIST (a few minutes on a CPU), show reconstructions, probe the encoder',
              'Pretrain the fmnist preset on the embedded Fashion-MNIST, then write the checkpoint, metrics, a loss curve, reconstructions '
              'and linear-probe results (pretrained vs random init) to --out. Running it again continues an interrupted run.',
              DemoConfig, skip={'preset'})

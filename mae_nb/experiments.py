@@ -8,6 +8,7 @@ import contextlib, io, json, os, shlex, subprocess, sys, tempfile, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
+from .bench import device_name
 from .data import TensorLoader, dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
@@ -203,6 +204,7 @@ class DemoConfig:
     probe_train: int = 10_000       # training images the probe is fitted on
     eval_limit: int | None = None   # score the probe on only the first N test images (default: all 10,000)
     preset: str = 'fmnist'          # the model (the demo's data is Fashion-MNIST: 1 channel, 28×28)
+    progress: bool = True           # progress bars while pretraining
 
     def __post_init__(self):
         check_positive_ints(self, 'epochs', 'probe_epochs', 'batch_size', 'probe_train')
@@ -235,14 +237,14 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
     out, t0 = check_writable(dc.out), time.perf_counter()
     mc = MAEConfig.from_preset(dc.preset)
     tc = TrainConfig(dataset='fmnist', epochs=dc.epochs, batch_size=dc.batch_size, blr=dc.blr, warmup_epochs=dc.warmup_epochs,
-                     limit=dc.limit, out_dir=str(out), resume=True, device=dc.device)
+                     limit=dc.limit, out_dir=str(out), resume=True, device=dc.device, progress=dc.progress)
     print(f'mae_nb demo: pretraining MAEConfig.from_preset({dc.preset!r}) on Fashion-MNIST for {dc.epochs} epochs -> {out}/')
     summary = pretrain(mc, tc)
     recs = read_metrics(out/'metrics.jsonl', has='loss')
     model = load_model(out/'checkpoint.pt')
     _demo_pictures(out, model, recs, summary['step'])
     print('probing the encoder: pretrained, then the same architecture at random initialisation')
-    t_probe = time.perf_counter()
+    t_probe, dev = time.perf_counter(), resolve_device(dc.device)
     pc = ProbeConfig(pool=dc.pool, epochs=dc.probe_epochs, limit=min(dc.limit or dc.probe_train, dc.probe_train), device=dc.device,
                      eval_limit=dc.eval_limit)
     pre = probe_encoder(model, pc)
@@ -251,9 +253,10 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
     result = dict(pretrained=pre, random_init=rnd, gain_linear_probe=round(pre['linear_probe'] - rnd['linear_probe'], 2),
                   pretrain=summary, pretrain_wall_s=summary['train_s'], median_img_per_s=median_img_per_s(recs),
                   probe_wall_s=round(time.perf_counter() - t_probe, 1), this_run_wall_s=round(time.perf_counter() - t0, 1),
-                  config=asdict(mc), train_config=asdict(tc))
+                  machine=dict(device=device_name(dev), cores=os.cpu_count(), torch_threads=torch.get_num_threads()),
+                  demo_config=asdict(dc), config=asdict(mc), train_config=asdict(tc))
     _print_demo(result, dc, out)
-    write_json(out/'probe.json', result)
+    write_json(out/'demo.json', result)
     return result
 
 # %% ../nbs/12_experiments.ipynb #45a4728a
@@ -266,7 +269,9 @@ def _print_demo(result: dict, dc: DemoConfig, out: Path):
     print(f"\ngain from pretraining: {result['gain_linear_probe']:+.2f} points (linear probe, Fashion-MNIST test set)")
     print(f"final loss {result['pretrain']['final_loss']:.4f}; pretraining {result['pretrain_wall_s'] / 60:.1f} min at "
           f"~{result['median_img_per_s']:.0f} img/s (summed over resumes); probing {result['probe_wall_s'] / 60:.1f} min")
-    print(f"writing {out/'probe.json'} beside {out/'checkpoint.pt'}, {out/'metrics.jsonl'}, {out/'loss.png'}, {out/'reconstructions.png'}")
+    m = result['machine']
+    print(f"this run took {result['this_run_wall_s'] / 60:.1f} min on {m['device']} ({m['cores']} cores, {m['torch_threads']} torch threads)")
+    print(f"writing {out/'demo.json'} beside {out/'checkpoint.pt'}, {out/'metrics.jsonl'}, {out/'loss.png'}, {out/'reconstructions.png'}")
 
 # %% ../nbs/12_experiments.ipynb #e5f57c1b
 ABLATIONS: dict[str, dict | None] = {

@@ -73,16 +73,17 @@ def small_fmnist(root: Path, n_train: int, n_test: int) -> Path:
 def test_demo_writes_its_outputs(tmp_path):
     # DemoConfig has no evaluation limit: the probe scores the whole test split, so the demo runs on a small copy of the data
     data = small_fmnist(tmp_path/'data', 512, 200)
-    r = subprocess.run([MAE_NB, 'demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--probe-train', '256', '--out', tmp_path/'run'],
+    r = subprocess.run([MAE_NB, 'demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--probe-train', '256', '--no-progress', '--out', tmp_path/'run'],
                        capture_output=True, text=True, env={**ENV, 'MAE_NB_DATA': str(data)})
     assert r.returncode == 0, r.stderr
-    for f in ('checkpoint.pt', 'metrics.jsonl', 'loss.png', 'reconstructions.png', 'probe.json'):
+    for f in ('checkpoint.pt', 'metrics.jsonl', 'loss.png', 'reconstructions.png', 'demo.json'):
         assert (tmp_path/'run'/f).stat().st_size > 0, f
-    res = json.loads((tmp_path/'run'/'probe.json').read_text())
+    assert 'pretraining:' not in r.stderr, r.stderr                      # --no-progress: no progress bar
+    res = json.loads((tmp_path/'run'/'demo.json').read_text())
     assert {'pretrained', 'random_init', 'gain_linear_probe'} <= set(res) and res['pretrain']['step'] == 2
     for k in ('pretrained', 'random_init'):
         assert (res[k]['train_images'], res[k]['eval_images'], res[k]['pool']) == (256, 200, 'mean'), res[k]
-    assert 'gain from pretraining' in r.stdout
+    assert 'gain from pretraining' in r.stdout and 'this run took' in r.stdout
 
 
 @pytest.mark.parametrize('device, says', [('gpu0', "--device gpu0: must be auto, cpu, cuda or cuda:N"), ('cuda', 'CUDA is not available'),
