@@ -359,7 +359,7 @@ def cmd_lab(rest, env):
 def cmd_demo_vs(ref: str, env: dict):
     """The demo of git revision `ref` (checked out in a temporary worktree), then this checkout's, one after the other on this
     machine with this .venv: the wall time of each whole command, their ratio and each linear-probe gain, printed and written
-    to a JSON file. Runs on the same machine differ far less than machines do, so the ratio is the figure to compare."""
+    to results/demo/vs-CPU.json. Runs on the same machine differ far less than machines do, so the ratio is the figure to compare."""
     import json, tempfile, time
     work = Path(tempfile.mkdtemp(prefix='mae_nb-demo-vs-'))
     sh('git', 'worktree', 'add', '--detach', work/'then', ref)
@@ -382,10 +382,12 @@ def cmd_demo_vs(ref: str, env: dict):
     (then, a), (now, b) = runs.items()
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?') if Path('/proc/cpuinfo').exists() else '?'
     summary = dict(ref=ref, machine=dict(cpu=cpu, cores=os.cpu_count()), runs=runs, ratio=round(b['wall_s'] / a['wall_s'], 3))
-    (work/'demo-vs.json').write_text(json.dumps(summary, indent=1) + '\n')
+    path = ROOT/'results'/'demo'/f"vs-{re.sub(r'[^a-z0-9]+', '-', cpu.lower()).strip('-')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + '\n')
     print(f"\nthis checkout's demo took {summary['ratio']:.2f}× the time of {then}'s on {cpu} ({os.cpu_count()} cores): "
           f"{b['wall_s'] / 60:.1f} vs {a['wall_s'] / 60:.1f} min; gains {b['gain_linear_probe']:+.2f} vs {a['gain_linear_probe']:+.2f} points "
-          f"(written to {work/'demo-vs.json'})")
+          f"(written to {path.relative_to(ROOT)})")
 
 
 def main(argv):
