@@ -55,9 +55,9 @@ def config_flags(p: argparse.ArgumentParser, cls, skip=(), positional=()):
         hint = hints[f.name]
         typ = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if typing.get_args(hint) else hint
         typ = _ratio if f.name == 'mask_ratio' else _choice(f.name.replace('_', ' '), CHOICES[f.name]) if f.name in CHOICES else typ
-        doc = docs.get(f.name, '')
+        doc = docs.get(f.name, '').replace('%', '%%')                                  # argparse %-formats help: '90 %' must stay text
         help = doc if 'default' in doc else f"{doc} (default: {f.default})".strip()      # a comment may say its default in words
-        if f.name in positional: p.add_argument(f.name, type=typ, help=docs.get(f.name)); continue
+        if f.name in positional: p.add_argument(f.name, type=typ, help=doc); continue
         flag = '--' + FLAG_NAMES.get(f.name, f.name).replace('_', '-')
         if typ is bool: p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else: p.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help)
