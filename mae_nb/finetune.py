@@ -438,7 +438,7 @@ def _train_and_eval_loaders(fc: FinetuneConfig, cfg: MAEConfig, rank: int, world
 def finetune(fc: FinetuneConfig) -> dict:
     "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
     prepare_out(fc)
-    rank, world, device = dist_setup(fc.device)
+    rank, world, device = dist_setup(fc.device, fc.deterministic)
     torch.manual_seed(fc.seed); random.seed(fc.seed)
     model, _ = _classifier(fc)
     model = model.to(device)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #50d231ca
 from __future__ import annotations
-import json, math, os, random, re, signal, tempfile, threading, time
+import importlib.util, json, math, os, random, re, signal, tempfile, threading, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,9 +20,10 @@ __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'deferred_interrupt',
            'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
            'prepare_out', 'check_result_path', 'write_text', 'write_json', 'hold_run_folder', 'release_run_folder',
-           'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan',
-           'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record',
-           'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
+           'batch_noise', 'deterministic_algorithms', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
+           'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter',
+           'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync',
+           'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -51,14 +52,16 @@ class TrainConfig:
     compile_mode: str | None = None # torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune
     fused: bool | None = None       # fused AdamW; default: on CUDA
     device: str = 'auto'            # 'auto', 'cpu', 'cuda', 'cuda:1', ...
-    num_workers: int = 4            # DataLoader workers (ImageFolder only)
+    num_workers: int | None = None  # DataLoader workers, kept for the whole run (ImageFolder only; default: this process's share of the CPU cores, less one)
     decode: str = 'workers'         # ImageFolder JPEGs: 'workers' (PIL in DataLoader workers) or 'device' (nvJPEG on CUDA)
     seed: int = 0                   # fixes the initialisation and every batch, crop and mask
     out_dir: str = 'runs/pretrain'  # checkpoint.pt and metrics.jsonl go here
     resume: bool = False            # continue from OUT/checkpoint.pt with its settings (only epochs, device, amp, compile, workers, logging may change)
     ckpt_every: int = 0             # also checkpoint every N optimizer steps (0: at the end of each epoch only)
+    deterministic: bool = False     # CUDA: torch's deterministic algorithms, so that a resumed run repeats the uninterrupted one bit for bit (slower; a CPU run is exact without)
     log_every: int = 10             # read the loss every N steps (a host sync): log line, progress bar, NaN check
     progress: bool = True           # tqdm progress bar (rank 0)
+    tensorboard: bool = False       # also write the logged numbers as TensorBoard events to OUT/tensorboard (rank 0; needs the tensorboard package)
 
     def __post_init__(self): _check_train_config(self)
 
@@ -72,7 +75,13 @@ def _check_train_config(self: TrainConfig):
     check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
     check_positive_ints(self, 'epochs', 'batch_size', 'accum_iter', 'log_every')
     check_positive_ints(self, 'limit', optional=True)
-    for k in ('num_workers', 'seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+    for k in ('seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+    check_value(self.num_workers is None or self.num_workers >= 0, 'num_workers', self.num_workers, 'at least 0 (or left out: one per CPU core)')
+    check_value(not (self.compile and self.compile_mode == 'reduce-overhead' and self.accum_iter > 1), 'compile_mode', self.compile_mode,
+                'another mode with --accum-iter above 1 (CUDA graphs would overwrite the gradients kept between micro-steps): '
+                'use --compile-mode default, or --accum-iter 1 with a larger --batch-size')
+    check_value(not self.tensorboard or importlib.util.find_spec('tensorboard') is not None, 'tensorboard', self.tensorboard,
+                'off where the tensorboard package is not installed: pip install tensorboard')
     check_value(self.blr > 0, 'blr', self.blr, 'positive')
     check_value(self.lr is None or self.lr > 0, 'lr', self.lr, 'positive (or left out: blr × batch / 256)')
     for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
@@ -365,14 +374,22 @@ def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio
     "Masking noise (batch_size, N) for this rank's share of global batch `batch` of `epoch`, on the CPU."
     g = torch.Generator().manual_seed(mix_seed(seed, epoch, batch))
     noise = mask_noise(mc.masking, batch_size * world, (mc.grid_size, mc.grid_size), mc.mask_ratio, generator=g)
-    return noise[rank::world]                                        # (batch_size, N)
+    return noise[rank::world].contiguous()                           # (batch_size, N): its own rows, packed (pinned and copied as one block)
 
 # %% ../nbs/06_train.ipynb #a2825886
+def deterministic_algorithms():
+    "Make this process's CUDA kernels deterministic: torch's deterministic algorithms, cuBLAS's fixed workspace, no cuDNN autotuning."
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')      # read when cuBLAS starts: its split reductions then keep one order
+    torch.use_deterministic_algorithms(True)                          # flash-attention and scatter/gather backward too; an op without raises
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+
 def dist_setup(device: str = 'auto', # as `resolve_device`: 'auto', 'cpu', 'cuda' (this rank's GPU), 'cuda:1'
+               deterministic: bool = False, # `deterministic_algorithms()` first (process-wide, as the process group is)
               ) -> tuple[int, int, torch.device]:
     "Join the process group when launched by torchrun; returns (rank, world size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     dev = resolve_device(device)
+    if deterministic: deterministic_algorithms()
     if dev.type == 'cuda': torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
@@ -535,7 +552,8 @@ def log_record(log: MetricsLog | None, # None on ranks other than 0
 # %% ../nbs/06_train.ipynb #eff0f66a
 # settings that may change when a run is resumed: how long (epochs extends it), where and how fast it runs, how it logs
 RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', 'device', 'amp', 'compile', 'compile_mode', 'fused', 'num_workers',
-                       'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit'})
+                       'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit',
+                       'deterministic', 'tensorboard'})
 
 def changed_settings(ck: dict, tc: TrainConfig, meta: dict | None = None) -> list[str]:
     "The run-defining settings (model config and `tc` outside RESUMABLE) in which `tc`/`meta` differ from checkpoint `ck`: '--name old → new'."
@@ -683,7 +701,7 @@ def pretrain(mc: MAEConfig, # the model to pretrain
     "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
     check_value(mc.mask_ratio > 0, 'mask_ratio', mc.mask_ratio, 'above 0 to pretrain: with no patch removed there is nothing to reconstruct')
     prepare_out(tc)
-    rank, world, device = dist_setup(tc.device)
+    rank, world, device = dist_setup(tc.device, tc.deterministic)
     torch.manual_seed(tc.seed); random.seed(tc.seed)
     model = MaskedAutoencoder(mc).to(device)
     loader = build_loader(tc, mc, rank, world, device)
