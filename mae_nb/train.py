@@ -19,11 +19,11 @@ from .vit import Block
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'deferred_interrupt',
            'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
-           'prepare_out', 'check_result_path', 'write_text', 'write_json', 'hold_run_folder', 'release_run_folder',
-           'batch_noise', 'deterministic_algorithms', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
-           'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter',
-           'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync',
-           'fit', 'pretrain']
+           'prepare_out', 'check_result_path', 'write_text', 'write_json', 'CheckpointWriter', 'hold_run_folder',
+           'release_run_folder', 'batch_noise', 'deterministic_algorithms', 'dist_setup', 'build_loader',
+           'TensorBoardLog', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer',
+           'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore',
+           'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -339,6 +339,40 @@ def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
     "Write `obj` as JSON to `path` atomically, as `write_text`."
     return write_text(path, json.dumps(obj, indent=1, default=str) + '\n', elsewhere)
 
+# %% ../nbs/06_train.ipynb #9c106fb1
+def _host_copy(obj):
+    "`obj` with every tensor copied to the CPU, sharing no memory with the run's tensors (which it goes on changing in place)."
+    if isinstance(obj, torch.Tensor): return obj.detach().to('cpu', copy=True)
+    if isinstance(obj, dict): return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+class CheckpointWriter:
+    "`save_checkpoint` in a background thread: the caller waits only for the state's copy to host memory; one write at a time."
+    def __init__(self, background: bool = True): # False: write in the caller's thread (the same files, the old pause)
+        self.background, self.thread, self.error = background, None, None
+
+    def save(self, path: str | Path, state: dict):
+        "Wait for the previous write (raising its error, if any), copy `state` to the host, and write it to `path` in the background."
+        self.wait()
+        state = _host_copy(state)
+        if not self.background: return save_checkpoint(path, state)
+        self.thread = threading.Thread(target=self._write, args=(Path(path), state), name='mae_nb checkpoint')
+        self.thread.start()
+
+    def _write(self, path: Path, state: dict):
+        try: save_checkpoint(path, state)
+        except BaseException as e: self.error = e                         # for the caller's thread to raise
+
+    def wait(self):
+        "Until the write in flight (if any) is on disk; then raise its error, if it failed."
+        if self.thread is not None: self.thread.join(); self.thread = None
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
+
+    close = wait
+
 # %% ../nbs/06_train.ipynb #4c0a1b02
 _HELD: dict[str, object] = {}   # the run folders this process holds: resolved path -> its open lock file
 
@@ -412,14 +446,33 @@ def build_loader(tc: TrainConfig, # dataset, batch size, augmentation, seed
                        world_size=world, root=tc.data_root, num_workers=tc.num_workers, augment=train and tc.augment,
                        limit=tc.limit if split == 'train' else None, decode=tc.decode, crop_scale=(tc.min_crop_scale, 1.0))
 
+# %% ../nbs/06_train.ipynb #3f0db93b
+class TensorBoardLog:
+    "The numbers of each record as TensorBoard scalars at the record's step: a training step's under train/, a monitor's under eval/, others under run/."
+    def __init__(self, folder: str | Path, # the event files' folder (`tensorboard --logdir` it, or a folder above)
+                 keep_until: int | None = None, # on resume: hide the events of the steps after this one (they are done again)
+                ):
+        from torch.utils.tensorboard import SummaryWriter               # (only here: the package runs without tensorboard)
+        self.writer = SummaryWriter(str(folder), purge_step=None if keep_until is None else keep_until + 1)
+
+    def write(self, **rec):
+        group = 'train' if 'loss' in rec else 'eval' if 'epoch' in rec else 'run'
+        for k, v in rec.items():
+            if k in ('step', 'epoch' if group == 'eval' else '') or isinstance(v, bool) or not isinstance(v, (int, float)): continue
+            self.writer.add_scalar(f'{group}/{k}', v, rec['step'])
+
+    def close(self): self.writer.close()                                  # flushes: until then events wait in memory (at most 2 minutes)
+
 # %% ../nbs/06_train.ipynb #d9d18b88
 class MetricsLog:
-    "Append-only JSONL log of training records; `keep_until` first drops the records past a resumed step."
+    "Append-only JSONL log of training records (with `tensorboard`, the same numbers as TensorBoard events beside it); `keep_until` first drops the records past a resumed step."
     def __init__(self, path: str | Path, # the .jsonl file, created or appended to
                  keep_until: int | None = None, # on resume: drop the records of steps after this one (0: start afresh)
+                 tensorboard: bool = False, # also write TensorBoard events to the folder `tensorboard` beside the file
                 ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tb = TensorBoardLog(self.path.parent/'tensorboard', keep_until) if tensorboard else None
         if not self.path.exists(): return
         if keep_until is None:                                       # appending: first cut a line torn by a kill
             data = self.path.read_bytes()
@@ -436,7 +489,12 @@ class MetricsLog:
         try:
             with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
         except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e, file=False)}): free some disk space, or choose another --out") from None
+        if self.tb is not None: self.tb.write(**rec)
 
+    def close(self):
+        if self.tb is not None: self.tb.close()
+
+# %% ../nbs/06_train.ipynb #29d3931a
 def read_metrics(path: str | Path, # a `metrics.jsonl` file
                  has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)
                 ) -> list[dict]:
@@ -488,11 +546,12 @@ def compile_model(model: torch.nn.Module,
                   mode: str | None = None, # torch.compile's mode: None/'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
                   backend='inductor', # torch.compile's backend (tests count graphs with a counting backend)
                  ) -> torch.nn.Module: # the same model with its blocks compiled in place, or a compiled wrapper if it has none
-    "Regional compilation: every transformer `Block` compiled in place; a model without `Block`s is compiled whole."
-    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    "Regional compilation: every transformer `Block` (or what the model's `compile_regions()` names) compiled in place; a model with none is compiled whole."
+    blocks = model.compile_regions() if hasattr(model, 'compile_regions') else [m for m in model.modules() if isinstance(m, Block)]
     if not blocks: return torch.compile(model, mode=mode, backend=backend)
     cfg = torch._dynamo.config
     cfg.automatic_dynamic_shapes = False                           # a new shape gets its own static graph, not a symbolic-size one
+    cfg.optimize_ddp = False                                       # under DDP, a block's graph stays whole (see above)
     limit = 'recompile_limit' if hasattr(cfg, 'recompile_limit') else 'cache_size_limit'   # (the older name)
     setattr(cfg, limit, max(getattr(cfg, limit), 32))              # room for those graphs: training's, evaluation's batches
     for b in blocks: b.compile(mode=mode, backend=backend)
@@ -505,7 +564,8 @@ def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, t
     "The `TrainStep` of a run: AdamW + schedule, autocast as `tc.amp`, `tc.accum_iter`, DDP (several processes), `torch.compile` (`tc.compile`)."
     opt, sched = make_optimizer(groups, plan, tc, device)
     fwd = compile_model(model, tc.compile_mode) if tc.compile else model      # the blocks in place: DDP then wraps them
-    ddp = fwd if world == 1 else torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == 'cuda' else None)
+    ddp = fwd if world == 1 else torch.nn.parallel.DistributedDataParallel(   # buffers not broadcast: they are constants (see above)
+        fwd, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     return TrainStep(ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter, ddp.no_sync if world > 1 else None)
 
 # %% ../nbs/06_train.ipynb #b46fe283
@@ -641,16 +701,16 @@ def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path
 
 # %% ../nbs/06_train.ipynb #807795a1
 def _start_run(model, groups, loader, tc: TrainConfig, rank: int, world: int, device, meta: dict | None, desc: str):
-    "The run's folder held (rank 0); its checkpoint path, plan, training step, position (restored when resuming), log (rank 0), progress bar."
+    "The run's folder held (rank 0); its checkpoint path, plan, training step, position (restored when resuming), log (rank 0), progress bar, checkpoint writer."
     from tqdm import tqdm
     if rank == 0: hold_run_folder(tc.out_dir)                          # one run per folder at a time
     ckpt = Path(tc.out_dir)/'checkpoint.pt'
     plan = plan_run(tc, len(loader), world)
     step = make_train_step(model, groups, plan, tc, device, world)
     pos = restore(ckpt, model, step, tc, device, rank, meta)
-    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step']) if rank == 0 else None
+    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step'], tensorboard=tc.tensorboard) if rank == 0 else None
     bar = tqdm(total=plan.total, initial=pos['step'], desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
-    return ckpt, plan, step, pos, log, bar
+    return ckpt, plan, step, pos, log, bar, CheckpointWriter()
 
 # %% ../nbs/06_train.ipynb #807795ae
 def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
@@ -664,32 +724,33 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
         desc: str = 'training', # progress-bar label
        ) -> dict: # summary: steps, final loss, times, lr, effective batch, last monitor record
     "The training loop shared by pretraining and fine-tuning: plan, restore, step, log, monitor, checkpoint."
-    ckpt, plan, step, pos, log, bar = _start_run(model, groups, loader, tc, rank, world, device, meta, desc)
+    ckpt, plan, step, pos, log, bar, writer = _start_run(model, groups, loader, tc, rank, world, device, meta, desc)
     meter, clock, n_micro = LossMeter(device), Clock(pos['elapsed_s']), plan.steps_per_epoch * tc.accum_iter
     model.train()
-    while pos['epoch'] < tc.epochs:
-        epoch = pos['epoch']
-        loader.set_epoch(epoch)
-        for i, (x, y) in zip(range(pos['batch'], n_micro), loader.iter_from(pos['batch'])):
-            update = (i + 1) % tc.accum_iter == 0
-            meter.add(step(loss_fn, x, y, epoch, i, update=update))
-            if not update: continue
-            pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
-            if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
-            end = i + 1 == n_micro
-            save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
-            if not (save or pos['step'] % tc.log_every == 0): continue
-            pos['loss'] = _finite(meter.read(world), pos['step'], epoch, ckpt)
-            log_record(log, bar, dict(step=pos['step'], epoch=round(epoch + (i + 1) / n_micro, 4), lr=step.opt.param_groups[0]['lr'],
-                                      loss=pos['loss'], img_per_s=clock.speed(), elapsed_s=clock.elapsed()))
-            if end and monitor is not None and rank == 0 and (res := run_monitor(monitor, model, epoch + 1)) is not None:
-                pos['monitor'] = dict(step=pos['step'], epoch=epoch + 1, **res)
-                log_record(log, bar, pos['monitor']); clock.skip()
-            if save and rank == 0:
-                at = dict(epoch=epoch + 1, batch=0) if end else dict(epoch=epoch, batch=i + 1)
-                save_checkpoint(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
-        pos.update(epoch=epoch + 1, batch=0)
-    bar.close()
+    try:
+        while pos['epoch'] < tc.epochs:
+            epoch = pos['epoch']
+            loader.set_epoch(epoch)
+            for i, (x, y) in zip(range(pos['batch'], n_micro), loader.iter_from(pos['batch'])):
+                update = (i + 1) % tc.accum_iter == 0
+                meter.add(step(loss_fn, x, y, epoch, i, update=update))
+                if not update: continue
+                pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
+                if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
+                end = i + 1 == n_micro
+                save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
+                if not (save or pos['step'] % tc.log_every == 0): continue
+                pos['loss'] = _finite(meter.read(world), pos['step'], epoch, ckpt)
+                log_record(log, bar, dict(step=pos['step'], epoch=round(epoch + (i + 1) / n_micro, 4), lr=step.opt.param_groups[0]['lr'],
+                                          loss=pos['loss'], img_per_s=clock.speed(), elapsed_s=clock.elapsed()))
+                if end and monitor is not None and rank == 0 and (res := run_monitor(monitor, model, epoch + 1)) is not None:
+                    pos['monitor'] = dict(step=pos['step'], epoch=epoch + 1, **res)
+                    log_record(log, bar, pos['monitor']); clock.skip()
+                if save and rank == 0:
+                    at = dict(epoch=epoch + 1, batch=0) if end else dict(epoch=epoch, batch=i + 1)
+                    writer.save(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
+            pos.update(epoch=epoch + 1, batch=0)
+    finally: bar.close(); log and log.close(); writer.close()       # the events flushed, the last checkpoint on disk
     if rank == 0: release_run_folder(tc.out_dir)
     return _summary(pos, plan, tc, clock, ckpt, loader, model, world, device)
 
