@@ -20,10 +20,10 @@ __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'overfit', 'deferred_interrupt',
            'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
            'prepare_out', 'check_result_path', 'write_text', 'write_json', 'CheckpointWriter', 'hold_run_folder',
-           'release_run_folder', 'batch_noise', 'deterministic_algorithms', 'dist_setup', 'build_loader',
-           'TensorBoardLog', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer',
-           'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore',
-           'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
+           'release_run_folder', 'OutOfTime', 'parse_duration', 'time_limit', 'batch_noise', 'deterministic_algorithms',
+           'dist_setup', 'build_loader', 'TensorBoardLog', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan',
+           'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record',
+           'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -395,6 +395,29 @@ def release_run_folder(out: str | Path):
     "Give up this process's lock on `out` (at the end of a run; the OS does the same when the process ends)."
     f = _HELD.pop(str(Path(out).resolve()), None)
     if f is not None: f.close()
+
+# %% ../nbs/06_train.ipynb #d5b4b69a
+class OutOfTime(BaseException):
+    "The time limit of `time_limit` is reached (a BaseException, like KeyboardInterrupt: not an error of what was running)."
+
+def parse_duration(text: str | float | None, flag: str = 'time_limit') -> float | None:
+    "Seconds in '90', '90s', '8m', '1.5h' (None stays None); anything else is refused in one line naming `flag`."
+    if text is None or isinstance(text, (int, float)): return None if text is None else float(text)
+    m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*', str(text))
+    check_value(m is not None and float(m[1]) > 0, flag, text, 'a positive duration such as 90s, 8m or 1.5h')
+    return float(m[1]) * {'': 1, 's': 1, 'm': 60, 'h': 3600}[m[2]]
+
+@contextmanager
+def time_limit(seconds: float | None):
+    "Raise `OutOfTime` in the main thread once `seconds` have passed inside the block (None: no limit; needs SIGALRM, so POSIX)."
+    if seconds is None or not hasattr(signal, 'setitimer'): yield; return
+    def out(*_): raise OutOfTime(f'the time limit of {seconds:g} s is reached')
+    old = signal.signal(signal.SIGALRM, out)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try: yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 # %% ../nbs/06_train.ipynb #46b592bd
 def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
