@@ -56,7 +56,7 @@ class TrainConfig:
     decode: str = 'workers'         # ImageFolder JPEGs: 'workers' (PIL in DataLoader workers) or 'device' (nvJPEG on CUDA)
     seed: int = 0                   # fixes the initialisation and every batch, crop and mask
     out_dir: str = 'runs/pretrain'  # checkpoint.pt and metrics.jsonl go here
-    resume: bool = False            # continue from OUT/checkpoint.pt with its settings (only epochs, device, amp, compile, workers, logging may change)
+    resume: bool = False            # continue from OUT/checkpoint.pt with its settings (only epochs, device, amp, compile, workers, logging may change): the same losses, bit for bit on a CPU, on CUDA with --deterministic
     ckpt_every: int = 0             # also checkpoint every N optimizer steps (0: at the end of each epoch only)
     deterministic: bool = False     # CUDA: torch's deterministic algorithms, so that a resumed run repeats the uninterrupted one bit for bit (slower; a CPU run is exact without)
     log_every: int = 10             # read the loss every N steps (a host sync): log line, progress bar, NaN check
