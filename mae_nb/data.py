@@ -642,7 +642,7 @@ def make_loader(name: str, # one of `DATASETS`
                 train: bool = True, # shuffle and augment
                 device='cpu', seed: int = 0, rank: int = 0, world_size: int = 1,
                 root: str | Path | None = None, # data folder; default `data_dir()`; required for imagefolder
-                num_workers: int = 4, # decoding processes (imagefolder only)
+                num_workers: int | None = None, # decoding processes (imagefolder only); default `default_workers()`
                 augment: bool | None = None, # random crops and flips; default: when training
                 limit: int | None = None, # use only the first `limit` images of the split
                 decode: str = 'workers', # imagefolder: 'workers' (PIL in DataLoader workers) or 'device' (JPEGs decoded on `device`: nvJPEG on CUDA)
