@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
-from .data import error_line, to_device
+import torch.nn.functional as F
+from .data import DeviceDecodeLoader, decode_images, default_workers, error_line, image_bytes, to_device
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
-from .train import (AMP_MODES, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
-                          check_result_path, check_writable, make_train_step, median_img_per_s, param_groups, pretrain,
-                          read_metrics, resolve_device, write_json, write_text)
+from .train import (AMP_MODES, OutOfTime, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
+                          check_result_path, check_writable, make_train_step, median_img_per_s, param_groups, parse_duration,
+                          pretrain, read_metrics, resolve_device, time_limit, write_json, write_text)
 from .finetune import FinetuneConfig, finetune
 from .weights import have_transformers, hf_model
 
@@ -126,6 +127,9 @@ class HFMAE(torch.nn.Module):
         super().__init__()
         self.hf = hf_model(cfg, attn)
     def forward(self, imgs, noise=None): return self.hf(pixel_values=imgs, noise=noise)
+    def compile_regions(self) -> list[torch.nn.Module]:
+        "What `compile_model` compiles in place: HF's encoder and decoder layers, as ours are compiled block by block."
+        return [m for m in self.hf.modules() if type(m).__name__ == 'ViTMAELayer']
 
 # %% ../nbs/11_benchmark.ipynb #4e912eb4
 CONTENDERS = ('ours', 'hf', 'mask_tokens')
@@ -137,16 +141,19 @@ def _build(name: str, cfg: MAEConfig) -> torch.nn.Module:
     raise ValueError(f"unknown contender {name!r}: choose from {', '.join(CONTENDERS)}")
 
 def _prepare(names, cfg: MAEConfig, imgs, noise, dev, amp, compile, fused, warmup: int, seed: int):
-    "Build and warm up each contender (it stays resident); returns its step, FLOPs, own peak memory, warm-up seconds (compilation included) and what was skipped."
+    "Build and warm up each contender (it stays resident), saying how long each took; one that fails is skipped with its reason, the others go on."
     steps, flops, mem, warm, skipped = {}, {}, {}, {}, {}
+    for name in (n for n in names if n not in CONTENDERS):                     # a wrong name is refused, not skipped
+        raise ValueError(f"unknown contender {name!r}: choose from {', '.join(CONTENDERS)}")
     for name in names:
         if name == 'hf' and not have_transformers():
             skipped[name] = 'transformers is not installed (pip install transformers)'; print(f'skipping hf: {skipped[name]}'); continue
-        base = torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
-        torch.manual_seed(seed)
-        model = _build(name, cfg).to(dev).train()
-        flops[name] = train_flops(replace(cfg, encoder_mask_tokens=name == 'mask_tokens'))
+        print(f'  {name}: ' + ('compiling block by block, then ' if compile else '') + 'warming up …', flush=True)
+        base, model = (torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0), None
         try:
+            torch.manual_seed(seed)
+            model = _build(name, cfg).to(dev).train()
+            flops[name] = train_flops(replace(cfg, encoder_mask_tokens=name == 'mask_tokens'))
             steps[name] = bench_step(model, dev, amp, compile, fused)
             if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
             t0 = time.perf_counter()
@@ -154,9 +161,13 @@ def _prepare(names, cfg: MAEConfig, imgs, noise, dev, amp, compile, fused, warmu
             synchronize(dev)
             warm[name] = time.perf_counter() - t0                                       # compilation included
             mem[name] = (torch.cuda.max_memory_allocated(dev) - base) / 2**30 if dev.type == 'cuda' else None   # this contender's own
-        except torch.OutOfMemoryError:
-            skipped[name] = f'out of memory at batch {len(imgs)}: use a smaller --batch-size'; print(f'skipping {name}: {skipped[name]}')
-            steps.pop(name, None); del model; torch.cuda.empty_cache()
+            print(f'  {name}: ready in {warm[name]:.1f} s' + (' (compilation included)' if compile else ''), flush=True)
+        except Exception as e:                      # out of memory, a compiler error, ...: this contender's loss only
+            oom = isinstance(e, torch.OutOfMemoryError)
+            skipped[name] = f'out of memory at batch {len(imgs)}: use a smaller --batch-size' if oom else f'{type(e).__name__}: {error_line(e)}'
+            print(f'skipping {name}: {skipped[name]}', flush=True)
+            steps.pop(name, None); flops.pop(name, None); model = None
+            if dev.type == 'cuda': torch.cuda.empty_cache()
     return steps, flops, mem, warm, skipped
 
 # %% ../nbs/11_benchmark.ipynb #5de1becb
@@ -301,23 +312,25 @@ def largest_batch(measure, # measure(b) -> peak bytes of a training step at batc
 # %% ../nbs/11_benchmark.ipynb #fb000005
 def find_batch_size(cfg: MAEConfig | str, # the model (or a preset name)
                     device: str = 'auto', amp: str = 'auto', fused: bool | None = None,
+                    contenders: tuple[str, ...] = ('ours',), # the models that will be timed at the batch found: all resident, as `benchmark` holds them
                     **kw, # start, max_batch, headroom of `largest_batch`
                    ) -> dict:
-    "The largest pretraining batch of `cfg` that fits the GPU (see `largest_batch`), measured with real training steps."
+    "The largest pretraining batch at which every contender's training step fits the GPU with all of them resident (see `largest_batch`), measured with real steps."
     cfg = MAEConfig.from_preset(cfg) if isinstance(cfg, str) else cfg
     dev = resolve_device(device)
     if dev.type != 'cuda': raise ValueError(f"--find-batch measures GPU memory: it needs a CUDA device, not {dev}")
-    model = MaskedAutoencoder(cfg).to(dev).train()
-    step = bench_step(model, dev, amp, False, fused)
+    steps = [bench_step(_build(n, cfg).to(dev).train(), dev, amp, False, fused) for n in contenders if n != 'hf' or have_transformers()]
     def measure(b):
         torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
         imgs, noise = torch.rand(b, cfg.in_chans, cfg.img_size, cfg.img_size, device=dev), torch.rand(b, cfg.num_patches, device=dev)
         try:
-            for _ in range(2): step(imgs, noise)
+            for step in steps:                      # in turn, as they are timed: the peak is the largest step's beside the others' state
+                for _ in range(2): step(imgs, noise)
             synchronize(dev)
         finally: del imgs, noise
         return torch.cuda.max_memory_allocated(dev)
-    return largest_batch(measure, torch.cuda.get_device_properties(dev).total_memory, **kw)
+    try: return largest_batch(measure, torch.cuda.get_device_properties(dev).total_memory, **kw)
+    finally: del steps; gc.collect(); torch.cuda.empty_cache()      # the models go: `benchmark` builds its own
 
 # %% ../nbs/11_benchmark.ipynb #bddfcb30
 IMAGENET_TRAIN_IMAGES = 1_281_167   # ImageNet-1K training set
@@ -356,7 +369,8 @@ class BenchConfig:
     suite: bool = False               # run the standard set instead (`suite_plan`: GPU-sized on CUDA, small on a CPU); of the flags above it reads only device, amp, fused and peak-tflops
     only: str | None = None           # with --suite: comma-separated names of the entries to run (default: all of them)
     out_dir: str = 'results/bench'    # with --suite: the folder of DEVICE.md and DEVICE.json (default: results/bench)
-    find_batch: bool = False          # first find the largest batch whose step fits 90 % of the GPU's memory (find_batch_size), and time that
+    find_batch: bool = False          # first find the largest batch at which every contender's step fits 90 % of the GPU's memory (find_batch_size), and time that
+    time_limit: str | None = None     # with --suite: stop after this long, e.g. 8m: the entries run in the plan's order, the most telling first; the report names those not reached
 
     def __post_init__(self):
         check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
@@ -367,6 +381,7 @@ class BenchConfig:
         check_value(self.peak_tflops is None or self.peak_tflops > 0, 'peak_tflops', self.peak_tflops, 'positive')
         names = self.contenders.split(',')
         check_value(bool(names) and set(names) <= set(CONTENDERS), 'contenders', self.contenders, f"a comma-separated subset of {','.join(CONTENDERS)}")
+        parse_duration(self.time_limit)
         check_value(self.time_to_train is None or all(x.isdigit() and int(x) > 0 for x in self.time_to_train.split(',')),
                     'time_to_train', self.time_to_train, 'GPU counts separated by commas, e.g. 1,8,64')
 
@@ -375,15 +390,15 @@ def run_bench(bc: BenchConfig) -> dict:
     "Run `benchmark` as `bc` says (with `bc.suite`: `run_suite`); print the table (and the time to train) first, then write the JSON."
     if bc.suite: return run_suite(bc)
     if bc.json: check_result_path(bc.json, 'rows', '--json')
-    over = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth)
+    over, names = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth), tuple(bc.contenders.split(','))
     found = None
     if bc.find_batch:
-        found = find_batch_size(MAEConfig.from_preset(bc.preset, **over), bc.device, bc.amp, bc.fused)
-        print(f"largest batch within 90 % of {found['capacity_gib']:.1f} GiB: {found['batch_size']} ({found['peak_gib']:.1f} GiB; tried "
+        found = find_batch_size(MAEConfig.from_preset(bc.preset, **over), bc.device, bc.amp, bc.fused, contenders=names)
+        print(f"largest batch within 90 % of {found['capacity_gib']:.1f} GiB for {', '.join(names)} together: {found['batch_size']} ({found['peak_gib']:.1f} GiB; tried "
               + ', '.join(f"{b}: {'out of memory' if g is None else f'{g:.1f} GiB'}" for b, g in found['tried'].items()) + ')')
         bc = replace(bc, batch_size=found['batch_size'])
     res = benchmark(MAEConfig.from_preset(bc.preset, **over), bc.batch_size, bc.device, bc.amp, bc.compile, bc.fused,
-                    bc.warmup, bc.iters, bc.windows, bc.peak_tflops, tuple(bc.contenders.split(',')))
+                    bc.warmup, bc.iters, bc.windows, bc.peak_tflops, names)
     print(f"mae_nb bench --preset {bc.preset} --batch-size {bc.batch_size}" + (f' --decoder-depth {bc.decoder_depth}' if over else ''))
     print(format_bench(res))
     if bc.time_to_train:
@@ -398,7 +413,8 @@ def run_bench(bc: BenchConfig) -> dict:
 
 # %% ../nbs/11_benchmark.ipynb #dc4fbdef
 FIGURES = dict(step=('img_per_s', 'mfu', 'ours / hf', 'ours / mask_tokens'),   # what each kind of entry measures
-               pretrain=('img_per_s',), finetune=('img_per_s',), breakdown=('wall_ms', 'device_busy', 'data_share'))
+               pretrain=('img_per_s',), finetune=('img_per_s',), breakdown=('wall_ms', 'device_busy', 'data_share'),
+               resume=('exact',), decode=('clean_share', 'img_per_s'))
 SUITE_KINDS = tuple(FIGURES)
 
 @dataclass(frozen=True)
@@ -433,7 +449,11 @@ class SuiteEntry:
 
 # %% ../nbs/11_benchmark.ipynb #49229611
 _TABLE2 = 'paper Table 2 (ViT-L, wall-clock training time): the mask-token encoder is {}× slower with a {}-block decoder'
-CUDA_SUITE: list[SuiteEntry] = [
+CUDA_SUITE: list[SuiteEntry] = [            # in the order of what a few minutes of a GPU should tell first: correctness, then ViT-L
+    SuiteEntry('resume-exact', 'resume', 'Fashion-MNIST pretraining stopped after epoch 1 and resumed, --deterministic', 'fmnist', 2048,
+               steps=10, epochs=2, log_every=1, targets=(('exact', 1.0),)),
+    SuiteEntry('jpeg-decode', 'decode', 'nvJPEG decodes under queued work, then the device-decode loader (500×375 JPEGs)', 'base', 128,
+               steps=20, targets=(('clean_share', 1.0), ('img_per_s', None))),
     SuiteEntry('vit-l', 'step', 'ViT-L/16 + 8×512 decoder: ours, HF ViTMAE, mask-token encoder', 'large', 256, compile=True,
                contenders=CONTENDERS, targets=(('mfu', 0.5), ('ours / hf', 1.3), ('ours / mask_tokens', 3.0)), note=_TABLE2.format(2.8, 8)),
     SuiteEntry('vit-l-dec1', 'step', 'ViT-L/16 + 1-block decoder: ours, mask-token encoder', 'large', 256, decoder_depth=1, compile=True,
@@ -466,6 +486,10 @@ CPU_SUITE: list[SuiteEntry] = [
                log_every=3, targets=(('img_per_s', None),)),
     SuiteEntry('fmnist-breakdown', 'breakdown', 'Fashion-MNIST pretraining step-time breakdown (profiler)', 'fmnist', 64, steps=3, warmup=1,
                targets=(('wall_ms', None), ('data_share', None))),
+    SuiteEntry('resume-exact', 'resume', 'Fashion-MNIST pretraining stopped after epoch 1 and resumed', 'fmnist', 32, steps=3, epochs=2,
+               log_every=1, targets=(('exact', None),)),
+    SuiteEntry('jpeg-decode', 'decode', 'JPEGs decoded on the device (here the CPU), then the device-decode loader', 'cifar', 8, steps=2,
+               targets=(('clean_share', None), ('img_per_s', None))),
 ]
 
 def suite_plan(device: torch.device | str) -> list[SuiteEntry]:
@@ -473,13 +497,14 @@ def suite_plan(device: torch.device | str) -> list[SuiteEntry]:
     return CUDA_SUITE if torch.device(device).type == 'cuda' else CPU_SUITE
 
 # %% ../nbs/11_benchmark.ipynb #96cdcc28
-FIGURE_LABELS = dict(img_per_s='speed', mfu='MFU', wall_ms='step time', device_busy='device busy', data_share='data share')
+FIGURE_LABELS = dict(img_per_s='speed', mfu='MFU', wall_ms='step time', device_busy='device busy', data_share='data share',
+                     exact='resumed losses identical', clean_share='clean decodes')
 
 def fmt_figure(figure: str, v: float | None) -> str:
     "A figure as the tables print it ('–' when missing)."
     if v is None or v != v: return '–'
     if figure == 'img_per_s': return f'{v:,.0f} img/s'
-    if figure in ('mfu', 'device_busy', 'data_share'): return f'{v:.1%}'
+    if figure in ('mfu', 'device_busy', 'data_share', 'exact', 'clean_share'): return f'{v:.1%}'
     if figure == 'wall_ms': return f'{v:.1f} ms/step'
     return f'{v:.2f}×'                                               # 'ours / hf': a ratio of images per second
 
@@ -524,7 +549,49 @@ def _breakdown(e: SuiteEntry, bc: BenchConfig, out: Path):
     b = step_breakdown(_model_config(e), _run_config(e, bc, out, limit=(e.warmup + e.steps) * e.batch_size), e.steps, e.warmup)
     return b, {f: b.get(f) for f in FIGURES['breakdown']}
 
-SUITE_RUNNERS = dict(step=_step, pretrain=_pretrain, finetune=_finetune, breakdown=_breakdown)
+# %% ../nbs/11_benchmark.ipynb #345b3636
+def _resume(e: SuiteEntry, bc: BenchConfig, out: Path):
+    "The entry's pretraining straight through, and stopped after epoch 1 then resumed (`--deterministic`): how many resumed losses are identical."
+    mc, whole = _model_config(e), replace(_run_config(e, bc, out/'whole'), deterministic=True)
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    try:
+        pretrain(mc, whole); pretrain(mc, replace(whole, out_dir=str(out/'cut'), epochs=1))
+        pretrain(mc, replace(whole, out_dir=str(out/'cut'), resume=True))
+    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.deterministic = was[1]    # the next entries run as usual
+    a, b = ({r['step']: r['loss'] for r in read_metrics(out/d/'metrics.jsonl', has='loss')} for d in ('whole', 'cut'))
+    later = [s for s in a if s > e.steps]                                   # the resumed epoch's steps
+    same = sum(a[s] == b.get(s) for s in later)
+    return dict(steps=len(later), identical=same, max_diff=max(abs(a[s] - b[s]) for s in later)), dict(exact=same / len(later))
+
+def _jpeg_folder(root: Path, n: int, size: tuple[int, int] = (375, 500)) -> Path:
+    "An image folder of `n` smooth random JPEGs of an ImageNet photo's typical size."
+    from torchvision.io import encode_jpeg
+    (root/'train'/'c0').mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        img = F.interpolate(torch.rand(1, 3, size[0] // 25, size[1] // 25, generator=g), size=size, mode='bilinear')[0]
+        (root/'train'/'c0'/f'{i}.jpg').write_bytes(encode_jpeg((img * 255).to(torch.uint8)).numpy().tobytes())
+    return root
+
+def _decode(e: SuiteEntry, bc: BenchConfig, out: Path):
+    "Decodes under queued work (do the reductions queued before each come out right?), then the device-decode loader's speed."
+    dev, root = resolve_device(bc.device), _jpeg_folder(out, e.batch_size * e.steps)
+    files, (n, side) = [image_bytes(root)[i][0] for i in range(e.batch_size)], ((1 << 20, 4096) if dev.type == 'cuda' else (1 << 12, 64))
+    clean = 0
+    for _ in range(e.steps):
+        xs = [torch.full((n,), float(k), device=dev) for k in range(8)]; synchronize(dev)   # known values, in place
+        w = torch.randn(side, side, device=dev) / side ** 0.5
+        for _ in range(32): w = w @ w                                       # then work queued ahead of ...
+        sums = torch.stack([x.sum() for x in xs]); del xs                  # ... their reductions, their memory freed meanwhile
+        decode_images(files, dev)
+        clean += bool(torch.equal(sums, torch.arange(8., device=dev) * n))
+    loader = DeviceDecodeLoader(image_bytes(root), e.batch_size, _model_config(e).img_size, device=dev, num_workers=min(4, default_workers()))
+    next(iter(loader)); synchronize(dev); t0 = time.perf_counter()
+    images = sum(len(x) for x, _ in loader); synchronize(dev)
+    ips = images / (time.perf_counter() - t0)
+    return dict(decodes=e.steps, clean=clean, images=images, img_per_s=ips), dict(clean_share=clean / e.steps, img_per_s=ips)
+
+SUITE_RUNNERS = dict(step=_step, pretrain=_pretrain, finetune=_finetune, breakdown=_breakdown, resume=_resume, decode=_decode)
 
 # %% ../nbs/11_benchmark.ipynb #d94e67dd
 def describe(e: SuiteEntry) -> str:
@@ -554,6 +621,7 @@ def run_entry(e: SuiteEntry, bc: BenchConfig, dev: torch.device, i: int, n: int)
     rec, figures, t0 = dict(name=e.name, kind=e.kind, what=describe(e), note=e.note, status='ok'), {}, time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix='mae_nb-bench-') as tmp: rec['result'], figures = SUITE_RUNNERS[e.kind](e, bc, Path(tmp))
+    except OutOfTime: rec.update(status='skipped', reason='stopped by the time limit', stopped=True)    # the suite ends after it
     except Exception as ex:                                               # that entry's loss only
         rec.update(status='skipped', reason=f'{type(ex).__name__}: {error_line(ex)}')
     rec.update(seconds=round(time.perf_counter() - t0, 1), checks=check_targets(e, figures))
@@ -579,6 +647,10 @@ def _details(rec: dict) -> str:
     r = rec['result']
     if rec['kind'] == 'step': return format_bench(r)
     if rec['kind'] == 'breakdown': return format_breakdown(r)
+    if rec['kind'] == 'resume': return (f"{r['identical']} of the {r['steps']} resumed steps' losses are the uninterrupted run's, "
+                                        f"bit for bit (largest difference {r['max_diff']:.3g})")
+    if rec['kind'] == 'decode': return (f"after {r['clean']} of {r['decodes']} decodes the reductions queued before them were right; "
+                                        f"the device-decode loader served {r['images']} images at {fmt_figure('img_per_s', r['img_per_s'])}")
     return (f"{r['step']} optimizer steps ({r['epochs']} epoch(s)); the first took {r['first_step_s']} s (start-up, compilation: not counted); "
             f"speed: the median of {r['readings']} readings, {fmt_figure('img_per_s', r['img_per_s'])}; final loss {r['final_loss']:.4f}")
 
@@ -587,7 +659,8 @@ def format_suite(rep: dict) -> str:
     peak = f"{rep['peak_tflops']:.1f} TFLOP/s ({rep['peak_source']})" if rep['peak_tflops'] else 'unknown (no MFU)'
     lines = [f"**Benchmark suite on {rep['device']}** ({rep['device_type']}; peak bf16 {peak})", '',
              f"Made by `{rep['command']}` on {rep['date']} with torch {rep['torch']} ({rep['threads']} CPU thread{'s' * (rep['threads'] != 1)}), "
-             f"{rep['total_s']:.0f} s in all.",
+             f"{rep['total_s']:.0f} s in all." + (f" Stopped by its time limit ({rep['time_limit']}); not reached: {', '.join(rep['not_reached'])}."
+                                                 if rep.get('not_reached') else ''),
              '', '| # | entry | figure | measured | target | met | seconds |', '|---|---|---|---|---|---|---|']
     for i, rec in enumerate(rep['entries'], 1): lines += _summary_rows(i, rec)
     for i, rec in enumerate(rep['entries'], 1):
@@ -599,7 +672,7 @@ def device_slug(name: str) -> str:
     "A file name for a device: 'NVIDIA H100 80GB HBM3' → 'nvidia-h100-80gb-hbm3'."
     return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'device'
 
-SUITE_FLAGS = ('device', 'amp', 'fused', 'peak_tflops', 'only', 'out_dir')   # the flags --suite reads
+SUITE_FLAGS = ('device', 'amp', 'fused', 'peak_tflops', 'only', 'out_dir', 'time_limit')   # the flags --suite reads
 
 def suite_command(bc: BenchConfig) -> str:
     "The `mae_nb bench --suite` command line of `bc` (the suite's flags that differ from their defaults)."
@@ -612,28 +685,40 @@ def suite_command(bc: BenchConfig) -> str:
     return ' '.join(parts)
 
 # %% ../nbs/11_benchmark.ipynb #ff5677ec
-def run_suite(bc: BenchConfig, # device, amp, fused, peak_tflops, only, out_dir are read
+def run_suite(bc: BenchConfig, # device, amp, fused, peak_tflops, only, out_dir, time_limit are read
               plan: list[SuiteEntry] | None = None, # default `suite_plan` of the device
-             ) -> dict: # the report: device, torch, date, command, entries (each with its result, checks, seconds)
-    "Run the suite with progress lines, print its report, then write OUT/DEVICE.json and OUT/DEVICE.md."
+             ) -> dict: # the report: device, torch, date, command, entries (each with its result, checks, seconds), not_reached
+    "Run the suite (within `bc.time_limit`) with progress lines, writing OUT/DEVICE.json and OUT/DEVICE.md after every entry; print the report."
     dev = resolve_device(bc.device)
     plan = suite_plan(dev) if plan is None else plan
     names = [e.name for e in plan]
     only = bc.only.split(',') if bc.only else names
     check_value(set(only) <= set(names), 'only', bc.only, f"names of entries of the {dev.type} suite: {','.join(names)}")
-    out = check_writable(bc.out_dir, '--out')
+    out, limit = check_writable(bc.out_dir, '--out'), parse_duration(bc.time_limit)
     plan = [e for e in plan if e.name in only]
     t0, peak = time.perf_counter(), peak_tflops(dev, bc.peak_tflops)
-    entries = [run_entry(e, bc, dev, i, len(plan)) for i, e in enumerate(plan, 1)]
     rep = dict(device=device_name(dev), device_type=dev.type, peak_tflops=peak[0], peak_source=peak[1], torch=torch.__version__,
                threads=torch.get_num_threads(), date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
-               command=suite_command(bc), total_s=round(time.perf_counter() - t0, 1), entries=entries)
-    md = format_suite(rep)
-    print('\n' + md, flush=True)
+               command=suite_command(bc), time_limit=bc.time_limit, entries=[], not_reached=[e.name for e in plan])
     stem = out/device_slug(rep['device'])
-    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md, 'another --out')
+    try:
+        with time_limit(limit):
+            for i, e in enumerate(plan, 1):
+                rep['entries'].append(rec := run_entry(e, bc, dev, i, len(plan))); rep['not_reached'].remove(e.name)
+                _write_report(rep, stem, t0)                              # what is done is on disk, whatever comes next
+                if rec.get('stopped'): break
+    except OutOfTime: pass                                                # between entries: nothing lost but the rest
+    if rep['not_reached']: print(f"time limit {bc.time_limit} reached: not reached {', '.join(rep['not_reached'])}", flush=True)
+    print('\n' + _write_report(rep, stem, t0), flush=True)
     print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
     return rep
+
+def _write_report(rep: dict, stem: Path, t0: float) -> str:
+    "Write the report so far to STEM.json and STEM.md; returns the markdown."
+    rep['total_s'] = round(time.perf_counter() - t0, 1)
+    md = format_suite(rep)
+    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md, 'another --out')
+    return md
 
 # %% ../nbs/11_benchmark.ipynb #7c6aadcd
 def latest_suite(folder: str | Path = 'results/bench') -> Path | None:

@@ -55,9 +55,9 @@ def config_flags(p: argparse.ArgumentParser, cls, skip=(), positional=()):
         hint = hints[f.name]
         typ = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if typing.get_args(hint) else hint
         typ = _ratio if f.name == 'mask_ratio' else _choice(f.name.replace('_', ' '), CHOICES[f.name]) if f.name in CHOICES else typ
-        doc = docs.get(f.name, '')
+        doc = docs.get(f.name, '').replace('%', '%%')                                  # argparse %-formats help: '90 %' must stay text
         help = doc if 'default' in doc else f"{doc} (default: {f.default})".strip()      # a comment may say its default in words
-        if f.name in positional: p.add_argument(f.name, type=typ, help=docs.get(f.name)); continue
+        if f.name in positional: p.add_argument(f.name, type=typ, help=doc); continue
         flag = '--' + FLAG_NAMES.get(f.name, f.name).replace('_', '-')
         if typ is bool: p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else: p.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help)
@@ -117,6 +117,7 @@ def _other_commands(sub):
     ab.add_argument('--jobs', type=int, default=1, help='runs at once, each in its own process (default: 1)')
     ab.add_argument('--dry-run', action='store_true', help='print the plan and its estimated time (from a short measurement); run nothing')
     ab.add_argument('--holdout', type=int, default=0, help='score on the last N training images instead of the test set (for choosing a budget)')
+    ab.add_argument('--time-limit', help='stop after this long, e.g. 8m (finished runs are kept: the same command goes on; --dry-run says how many such pieces)')
     cv = _command(sub, 'convert', 'weights in and out: released MAE checkpoints, timm, Hugging Face ViTMAE',
                   'Read SRC (an MAE checkpoint {"model": ...}, released or ours, full or encoder-only; or with --from hf a '
                   'ViTMAEForPreTraining folder) and write DST as an mae_nb checkpoint (with its config), a timm encoder state dict, '
@@ -156,7 +157,7 @@ COMMANDS = dict(
     knn=lambda a: probe(config_from(ProbeConfig, a, linear=False)),
     bench=lambda a: run_bench(config_from(BenchConfig, a)),
     ablate=lambda a: ablation_study(a.variants, a.seeds, a.jobs, a.dry_run, out=a.out, work=a.work, smoke=a.smoke, device=a.device,
-                                    force=a.force, epochs=a.epochs, budget=a.budget, holdout=a.holdout),
+                                    force=a.force, epochs=a.epochs, budget=a.budget, holdout=a.holdout, time_limit=a.time_limit),
     convert=lambda a: convert(a.src, a.dst, a.to, a.from_, a.num_heads, a.decoder_num_heads, a.norm_pix_loss),
     flops=lambda a: print(flops_table(a.presets or None, a.mask_ratio)),
 )

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 __all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'data_dir',
            'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'error_line', 'cifar10',
            'load_tensor_dataset', 'crop_boxes', 'to_device', 'resized_crops', 'batch_augment', 'mix_seed',
-           'TensorLoader', 'imagefolder', 'UnreadableImages', 'FolderLoader', 'image_bytes', 'decode_images',
-           'crop_resize', 'DeviceDecodeLoader', 'make_loader']
+           'TensorLoader', 'imagefolder', 'UnreadableImages', 'default_workers', 'FolderLoader', 'image_bytes',
+           'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader']
 
 # %% ../nbs/05_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -191,7 +191,9 @@ def to_device(t: torch.Tensor, # a tensor, typically small and made on the CPU f
              ) -> torch.Tensor:
     "`t` on `device`, copied to a GPU through pinned memory so that the host does not wait for the GPU."
     device = torch.device(device)
-    if device.type == 'cuda' and t.device.type == 'cpu' and not t.is_pinned(): t = t.pin_memory()
+    if device.type == 'cuda' and t.device.type == 'cpu':
+        t = t.contiguous()                                           # one block (a no-op when it is one already)
+        if not t.is_pinned(): t = t.pin_memory()
     return t.to(device, non_blocking=True)
 
 # %% ../nbs/05_data.ipynb #939b8990
@@ -227,7 +229,7 @@ def batch_augment(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1], 
     rank, world = share
     boxes = crop_boxes(B * world, H, W, scale, ratio, generator, device=imgs.device)
     flips = torch.rand(B * world, generator=generator, device=boxes.device) < 0.5 if flip else None
-    return resized_crops(imgs, boxes[rank::world], out_size, None if flips is None else flips[rank::world])
+    return resized_crops(imgs, boxes[rank::world].contiguous(), out_size, None if flips is None else flips[rank::world].contiguous())
 
 # %% ../nbs/05_data.ipynb #bd32d6e1
 def mix_seed(*ints: int) -> int:
@@ -273,8 +275,8 @@ class _EpochLoader:
 
 # %% ../nbs/05_data.ipynb #05d61614
 def _per_channel(values, device=None) -> torch.Tensor: # (1, len(values), 1, 1) float32
-    "A normalisation's per-channel mean or std, shaped to broadcast over a (B, C, H, W) batch."
-    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    "A normalisation's per-channel mean or std (numbers, or a tensor already on `device`), shaped to broadcast over a (B, C, H, W) batch."
+    return torch.as_tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
 def _check_tensor_dataset(images: torch.Tensor, labels, mean, std):
     "Refuse, saying how to fix it, what `TensorLoader` cannot serve."
@@ -399,14 +401,14 @@ def _first_readable(dataset, i: int, load) -> tuple:
 
 # %% ../nbs/05_data.ipynb #81f152e9
 class _SeededSamples(torch.utils.data.Dataset):
-    "`dataset[i]` computed with torch's CPU generator seeded from (seed, epoch, i), the previous state restored; for an unreadable file, the next readable sample, its label marked `-(label + 1)`."
-    def __init__(self, dataset, seed: int, epoch: int): self.dataset, self.seed, self.epoch = dataset, seed, epoch
+    "`dataset[i]` for the key (epoch, i), computed with torch's CPU generator seeded from (seed, epoch, i), the previous state restored; for an unreadable file, the next readable sample, its label marked `-(label + 1)`."
+    def __init__(self, dataset, seed: int): self.dataset, self.seed = dataset, seed
     def __len__(self): return len(self.dataset)
-    def __getitem__(self, i):
-        i = int(i)
+    def __getitem__(self, key):
+        epoch, i = (int(k) for k in key)             # the epoch comes with the index: persistent workers never see set_epoch
         def load(j):
             with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(mix_seed(self.seed, self.epoch, i))     # slot i's draws, whoever fills it
+                torch.default_generator.manual_seed(mix_seed(self.seed, epoch, i))          # slot i's draws, whoever fills it
                 return self.dataset[j]
         j, (x, y) = _first_readable(self.dataset, i, load)
         return (x, y) if j == i else (x, -(y + 1))
@@ -428,34 +430,56 @@ class _StandIns:
             self.bad_files.add(path); _REPORTED.add(path)     # workers forked later need not name it again
         self.skipped += len(slots)
 
+# %% ../nbs/05_data.ipynb #389af3dd
+def default_workers() -> int:
+    "DataLoader workers for this process: its share of the CPU cores it may use (they are split among torchrun's processes on the node), less one for the training loop."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get('LOCAL_WORLD_SIZE', '1')) - 1)
+
+class _Keys(torch.utils.data.Sampler):
+    "What the next pass serves, one key per sample: set by the loader before each pass (a DataLoader keeps its sampler for life)."
+    def __init__(self): self.keys = []
+    def __iter__(self): return iter(self.keys)
+    def __len__(self): return len(self.keys)
+
+class _WorkerPool:
+    "A folder loader's DataLoader, made at its first pass and kept: training's worker processes then live from epoch to epoch."
+    def _dataloader(self, dataset, **kw):
+        "The DataLoader over `dataset`, made once; persistent workers when training (an evaluation's pass is rare: its workers end with it)."
+        if self._dl is None:
+            self._keys = _Keys()
+            self._dl = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, sampler=self._keys, num_workers=self.num_workers,
+                                                   persistent_workers=self.train and self.num_workers > 0, drop_last=self.drop_last,
+                                                   generator=torch.Generator(), **kw)   # its own: worker seeds must not draw from the global RNG
+        return self._dl
+
 # %% ../nbs/05_data.ipynb #1dd5f40c
-class FolderLoader(_StandIns, _EpochLoader):
-    "Same interface as TensorLoader (len, set_epoch, iter_from, __iter__) over a map-style dataset (ImageFolder), through a torch DataLoader: workers, pinned memory, non-blocking copies."
+class FolderLoader(_StandIns, _WorkerPool, _EpochLoader):
+    "Same interface as TensorLoader (len, set_epoch, iter_from, __iter__) over a map-style dataset (ImageFolder), through a torch DataLoader: persistent workers, pinned memory, non-blocking copies."
     def __init__(self, dataset, # map-style, `dataset[i]` → (image tensor, label), e.g. `imagefolder(...)`
                  batch_size: int, # per rank
                  train: bool = True, # shuffle (augmentation is the dataset's transform)
                  device='cpu', # where batches are delivered
                  seed: int = 0, # fixes every epoch's order and augmentation
                  rank: int = 0, world_size: int = 1, # this process's share of each epoch under DDP
-                 num_workers: int = 4, # decoding processes (0: in this process)
+                 num_workers: int | None = None, # decoding processes (0: in this process); default `default_workers()`
                  drop_last: bool | None = None, # drop the last partial batch; default: when training
                 ):
-        self.dataset, self.device, self.num_workers = dataset, torch.device(device), num_workers
+        self.dataset, self.device = dataset, torch.device(device)
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.skipped, self.bad_files = 0, set()     # stand-ins served for unreadable files, all epochs together; their paths
+        self._dl = None                             # the DataLoader, made at the first pass
         self._setup(len(dataset), batch_size, train, seed, rank, world_size, drop_last)
 
     def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are never loaded
                  ): # yields x (B, C, S, S) float, y (B,) int64, both on `device`
         "The current epoch's batches from batch `start` on: exactly those `iter_from(0)` yields there."
-        start = self._check_start(start)
-        order = self.indices()[start * self.batch_size:].tolist()
-        loader = torch.utils.data.DataLoader(
-            _SeededSamples(self.dataset, self.seed, self.epoch), batch_size=self.batch_size, sampler=order,
-            num_workers=self.num_workers, pin_memory=self.device.type == 'cuda', drop_last=self.drop_last,
-            generator=torch.Generator())      # its own: creating worker seeds must not draw from the global RNG
-        return self._batches(loader, order)
+        order = self.indices()[self._check_start(start) * self.batch_size:].tolist()
+        loader = self._dataloader(_SeededSamples(self.dataset, self.seed), pin_memory=self.device.type == 'cuda')
+        return self._batches(loader, order, [(self.epoch, i) for i in order])
 
-    def _batches(self, loader, order):
+    def _batches(self, loader, order, keys):
+        self._keys.keys = keys                  # when the pass starts (a generator runs at its first batch), not when it is asked for
         batches, failed = iter(loader), None
         try:
             for b, (x, y) in enumerate(batches):
@@ -465,6 +489,7 @@ class FolderLoader(_StandIns, _EpochLoader):
             failed = str(e).rsplit('UnreadableImages: ', 1)[-1].strip()
         if failed is not None:              # stop the workers now: the worker's error sits in a reference cycle, which would keep them
             getattr(batches, '_shutdown_workers', lambda: None)()     # until a garbage collection, and that then waits 5 s for each
+            self._dl = None
             raise UnreadableImages(failed)
 
 # %% ../nbs/05_data.ipynb #196fec56
@@ -491,46 +516,58 @@ def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CP
     jpeg = [i for i, d in enumerate(data) if _is_jpeg(d)]
     out = [None] * len(data)
     if jpeg:
+        if device.type == 'cuda': torch.cuda.current_stream(device).synchronize()   # drained first: nvJPEG does not wait for it (above)
         for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)): out[i] = img
     for i, d in enumerate(data):
-        if out[i] is None: out[i] = decode_image(d, mode=ImageReadMode.RGB).to(device)
+        if out[i] is None: out[i] = to_device(decode_image(d, mode=ImageReadMode.RGB), device)
     return out
 
 # %% ../nbs/05_data.ipynb #e84bc3ce
-def _random_crop(x: torch.Tensor, # (1, C, H, W) float
-                 S: int, # side of the output
-                 generator: torch.Generator | None = None,
-                 scale: tuple[float, float] = (0.2, 1.0), # the crop's area range, as a fraction of the image's
-                ) -> torch.Tensor: # (1, C, S, S)
-    "`RandomResizedCrop` (bicubic, antialiased) and a flip with probability ½, for one image."
-    _, _, H, W = x.shape
-    top, left, h, w = (int(v) for v in crop_boxes(1, H, W, scale, generator=generator)[0].tolist())
-    x = F.interpolate(x[..., top:top + h, left:left + w], size=(S, S), mode='bicubic', antialias=True, align_corners=False)
-    return x.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else x
+def _crop_plan(sizes: list[tuple[int, int]], # (H_i, W_i) of each image
+               S: int, # side of the output
+               train: bool = True, # random crops and flips; else the short side resized to S / 0.875, then the centre S × S
+               generator: torch.Generator | None = None, # CPU generator of the draws
+               scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
+              ) -> tuple[list[tuple], list[bool]]: # per image: (region to resize, size to resize it to, offset of the S × S cut after); flips
+    "What `RandomResizedCrop` + flip (or the evaluation's resize + centre crop) do to each image, drawn on the CPU: numbers only, no pixels."
+    cuts, flips = [], []
+    for H, W in sizes:
+        if train:
+            top, left, h, w = (int(v) for v in crop_boxes(1, H, W, scale, generator=generator)[0].tolist())
+            cuts.append(((top, left, h, w), (S, S), (0, 0)))
+            flips.append(torch.rand(1, generator=generator).item() < 0.5)
+        else:
+            R = int(S / 0.875)
+            size = (R, int(R * W / H)) if H <= W else (int(R * H / W), R)
+            cuts.append(((0, 0, H, W), size, (int(round((size[0] - S) / 2)), int(round((size[1] - S) / 2)))))
+            flips.append(False)
+    return cuts, flips
 
-def _centre_crop(x: torch.Tensor, # (1, C, H, W) float
-                 S: int, # side of the output
-                ) -> torch.Tensor: # (1, C, S, S)
-    "The short side resized to S / 0.875 (256 for 224), then the centre S × S, for one image."
-    _, _, H, W = x.shape
-    R = int(S / 0.875)
-    size = (R, int(R * W / H)) if H <= W else (int(R * H / W), R)
-    x = F.interpolate(x, size=size, mode='bicubic', antialias=True, align_corners=False)
-    top, left = int(round((size[0] - S) / 2)), int(round((size[1] - S) / 2))
-    return x[..., top:top + S, left:left + S]
+def _cut(img: torch.Tensor, # (C, H, W) uint8 or float, on any device
+         cut: tuple, # one entry of `_crop_plan`'s list
+         S: int) -> torch.Tensor: # (1, C, S, S) float, 0–255 for uint8 input
+    "One image's region, resized (bicubic, antialiased: a crop of a large photo shrinks), then its S × S cut: two kernels."
+    (top, left, h, w), size, (t, l) = cut
+    x = F.interpolate(img[None, :, top:top + h, left:left + w].float(), size=size, mode='bicubic', antialias=True, align_corners=False)
+    return x[..., t:t + S, l:l + S]
 
 # %% ../nbs/05_data.ipynb #5834fb7a
+def _apply_crops(imgs: list[torch.Tensor], cuts: list[tuple], flips: list[bool], S: int, mean, std) -> torch.Tensor: # (B, C, S, S)
+    "The device's part of `crop_resize`: each image's cut, then the flips and the normalisation for the whole batch at once."
+    x = torch.cat([_cut(img, c, S) for img, c in zip(imgs, cuts)])                  # (B, C, S, S), 0–255
+    if any(flips): x = torch.where(to_device(torch.tensor(flips), x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    return (x.clamp_(0, 255) / 255 - _per_channel(mean, x.device)) / _per_channel(std, x.device)
+
 def crop_resize(imgs: list[torch.Tensor], # (3, H_i, W_i) uint8 images of any sizes, on one device
                 img_size: int, # side of the square output
                 train: bool = True, # random resized crop and flip; else resize the short side to img_size/0.875, centre crop
                 generator: torch.Generator | None = None, # CPU generator for the crops and flips
-                mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, # per-channel normalisation: numbers, or tensors already on the images' device
                 crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                ) -> torch.Tensor: # (B, 3, img_size, img_size) float, normalised
     "The paper's geometry for a list of differently sized images, then one normalised batch."
-    crop = (lambda x: _random_crop(x, img_size, generator, crop_scale)) if train else (lambda x: _centre_crop(x, img_size))
-    x = torch.cat([crop(img[None].float()) for img in imgs]).clamp_(0, 255) / 255     # (B, 3, S, S) in [0, 1]
-    return (x - _per_channel(mean, x.device)) / _per_channel(std, x.device)
+    cuts, flips = _crop_plan([tuple(img.shape[-2:]) for img in imgs], img_size, train, generator, crop_scale)
+    return _apply_crops(imgs, cuts, flips, img_size, mean, std)
 
 # %% ../nbs/05_data.ipynb #5dffe9c2
 def _bytes_collate(batch):
@@ -554,23 +591,22 @@ class DeviceDecodeLoader(FolderLoader):
                  train: bool = True, # shuffle
                  augment: bool | None = None, # random crops and flips (else resize and centre crop); default: when training
                  device='cpu', seed: int = 0, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 4, # file-reading processes
+                 num_workers: int | None = None, # file-reading processes; default `default_workers()`
                  drop_last: bool | None = None,
                  crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                 ):
         super().__init__(dataset, batch_size, train, device, seed, rank, world_size, num_workers, drop_last)
         self.img_size, self.augment, self.crop_scale = img_size, train if augment is None else augment, tuple(crop_scale)
+        self.mean, self.std = _per_channel(IMAGENET_MEAN, self.device), _per_channel(IMAGENET_STD, self.device)   # on the device once
 
     def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are never read
                  ): # yields x (B, 3, S, S) float normalised, y (B,) int64, both on `device`
         "The current epoch's batches from batch `start` on: exactly those `iter_from(0)` yields there."
-        start = self._check_start(start)
-        order = self.indices()[start * self.batch_size:].tolist()
-        loader = torch.utils.data.DataLoader(_ReadOrEmpty(self.dataset), batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
-                                             collate_fn=_bytes_collate, drop_last=self.drop_last, generator=torch.Generator())
-        return self._decoded(loader, order, start)
+        order = self.indices()[self._check_start(start) * self.batch_size:].tolist()
+        return self._decoded(self._dataloader(_ReadOrEmpty(self.dataset), collate_fn=_bytes_collate), order, start)
 
     def _decoded(self, loader, order, start):
+        self._keys.keys = order                          # (the crops are drawn here, so the workers need no epoch)
         for b, (flat, lengths, y) in enumerate(loader):
             files = list(flat.split(lengths))
             try: imgs = decode_images(files, self.device)
@@ -579,7 +615,7 @@ class DeviceDecodeLoader(FolderLoader):
                 imgs = None                              # one bad file fails the batched call: decode the files one by one
             if imgs is None: imgs, y = _decode_one_by_one(self, files, y, order[b * self.batch_size:(b + 1) * self.batch_size])
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, start + b, self.rank))
-            yield crop_resize(imgs, self.img_size, self.augment, g, crop_scale=self.crop_scale), to_device(y, self.device)
+            yield crop_resize(imgs, self.img_size, self.augment, g, self.mean, self.std, self.crop_scale), to_device(y, self.device)
 
 # %% ../nbs/05_data.ipynb #163afdc8
 def _decode_one_by_one(loader, files, y, idx):
@@ -606,7 +642,7 @@ def make_loader(name: str, # one of `DATASETS`
                 train: bool = True, # shuffle and augment
                 device='cpu', seed: int = 0, rank: int = 0, world_size: int = 1,
                 root: str | Path | None = None, # data folder; default `data_dir()`; required for imagefolder
-                num_workers: int = 4, # decoding processes (imagefolder only)
+                num_workers: int | None = None, # decoding processes (imagefolder only); default `default_workers()`
                 augment: bool | None = None, # random crops and flips; default: when training
                 limit: int | None = None, # use only the first `limit` images of the split
                 decode: str = 'workers', # imagefolder: 'workers' (PIL in DataLoader workers) or 'device' (JPEGs decoded on `device`: nvJPEG on CUDA)

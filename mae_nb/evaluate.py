@@ -32,7 +32,7 @@ def extract_features(model, # a `MaskedAutoencoder` (any module with `forward_en
                      amp: bool = False, # bf16 autocast (on CUDA only; ignored elsewhere)
                      progress: bool = False, # show a tqdm progress bar
                     ) -> tuple[torch.Tensor, torch.Tensor]: # features (N, D) float32 and labels (N,), on the CPU
-    "Encode every image with all patches visible and pool the tokens into one feature vector each."
+    "Encode every image with all patches visible and pool the tokens into one feature vector each; they reach the host in one copy at the end."
     pool_latent(torch.zeros(1, 2, 1), pool)                          # refuse a bad pool before any work
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if progress:
@@ -45,11 +45,11 @@ def extract_features(model, # a `MaskedAutoencoder` (any module with `forward_en
         for x, y in batches:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == 'cuda'):
                 latent = model.forward_encoder(x.to(device, non_blocking=True), 0)[0]   # (B, 1+N, D)
-            feats.append(pool_latent(latent, pool).float().cpu())                     # (B, D)
-            labels.append(torch.as_tensor(y).cpu())
+            feats.append(pool_latent(latent, pool).float())                           # (B, D), left on the device: no wait per batch
+            labels.append(torch.as_tensor(y).to(device, non_blocking=True))
     finally: model.train(was_training)
     if not feats: raise ValueError("extract_features got no batches: pass an iterable of (x, y) batches")
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats).cpu(), torch.cat(labels).cpu()
 
 # %% ../nbs/08_evaluate.ipynb #9fc97719
 def probe_head(dim: int, # feature dimension D
@@ -159,13 +159,13 @@ def knn_accuracy(train_x: torch.Tensor, # training features (N, D)
     C = _num_classes(num_classes, train_y, test_y)
     train_x = F.normalize(train_x.float(), dim=1)                      # (N, D) unit rows
     train_y, dev = train_y.long().to(train_x.device), train_x.device
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=dev)            # counted on the device, read once
     for xb, yb in zip(test_x.split(batch_size), test_y.split(batch_size)):
         xb = F.normalize(xb.float().to(dev), dim=1)                    # (b, D)
         sim, idx = (xb @ train_x.T).topk(min(k, len(train_x)), dim=1)   # (b, k) cosine similarities, neighbour ids
         votes = torch.zeros(len(xb), C, device=dev).scatter_add_(1, train_y[idx], (sim / temperature).exp())   # (b, C)
-        correct += int((votes.argmax(1).cpu() == yb.cpu()).sum())
-    return 100.0 * correct / len(test_y)
+        correct += (votes.argmax(1) == yb.to(dev, non_blocking=True)).sum()
+    return 100.0 * int(correct) / len(test_y)
 
 # %% ../nbs/08_evaluate.ipynb #e0f9478b
 def knn_monitor(train_batches, # re-iterable (x, y) batches, unaugmented: the kNN's memory, e.g. a `TensorLoader` with train=False

@@ -406,15 +406,21 @@ def _ablation_line(r: dict) -> str:
             + (f", pretraining {r['pretrain_s']:.0f} s" if r['pretrain_s'] else ''))
 
 # %% ../nbs/12_experiments.ipynb #7a1c0e11
-def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict) -> list[dict]:
-    "Run `ablate` for each (variant, seed) in its own process, at most `jobs` at a time; results in the order of `runs`."
+def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict, limit: float | None = None) -> list[dict]:
+    "Run `ablate` for each (variant, seed) in its own process, at most `jobs` at a time, until `limit` seconds are up; results in the order of `runs`."
+    import signal
+    from mae_nb.train import OutOfTime
     out, work = Path(kw.get('out', 'results/ablations')), Path(kw.get('work', 'runs/ablations'))
     check_writable(out, '--out'); check_writable(work, '--work')
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items() if k in ('out', 'work', 'device', 'budget', 'epochs', 'holdout') and v is not None]
     flags += [f'--{k}' for k in ('smoke', 'force') if kw.get(k)]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
-    todo, running, failed = list(runs), {}, []
+    todo, running, failed, t0 = list(runs), {}, [], time.perf_counter()
     while todo or running:
+        if limit is not None and time.perf_counter() - t0 > limit:       # the window is over: each run stops as at a Ctrl-C
+            for p, _ in running.values(): p.send_signal(signal.SIGINT)
+            for p, log in running.values(): p.wait(); log.close()
+            raise OutOfTime(f'the time limit of {limit:g} s is reached')
         while todo and len(running) < jobs:
             v, s = todo.pop(0)
             log = open(work/f'{ablation_name(v, s, kw.get("budget", "cpu"), kw.get("smoke", False), kw.get("epochs"), kw.get("holdout", 0))}.log', 'w')
@@ -435,15 +441,31 @@ def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
                    seeds: list[int] = (0,),
                    jobs: int = 1, # runs at once, each in its own process
                    dry_run: bool = False, # print the plan and its estimated time (from a short measurement) instead of running it
+                   time_limit: str | float | None = None, # stop after this long, e.g. '8m' (finished runs are kept; run again to go on)
                    **kw, # the other arguments of `ablate`
                   ) -> list[dict] | dict:
-    "Run `ablate` for every variant and seed (existing results are reused); each prints its line."
+    "Run `ablate` for every variant and seed (existing results are reused), within `time_limit`; each prints its line."
+    from mae_nb.train import OutOfTime, parse_duration, time_limit as limited
     runs = [(v, s) for s in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]
     check_value(jobs >= 1, 'jobs', jobs, 'at least 1')
+    limit = parse_duration(time_limit)
     for v, s in runs: _check_ablation(v, s, **kw)
-    if dry_run: return plan_study(runs, jobs=jobs, **kw)
-    if jobs == 1 or len(runs) == 1: return [ablate(v, s, **kw) for v, s in runs]
-    return _run_parallel(runs, jobs, kw)
+    if dry_run: return plan_study(runs, jobs=jobs, time_limit=limit, **kw)
+    try:
+        if jobs == 1 or len(runs) == 1:
+            with limited(limit): return [ablate(v, s, **kw) for v, s in runs]
+        return _run_parallel(runs, jobs, kw, limit)
+    except OutOfTime:
+        done = [(v, s) for v, s in runs if _result_path(v, s, kw).exists()]
+        print(f"stopped by the time limit ({time_limit}): {len(done)} of {len(runs)} runs finished, their files kept; "
+              "run the same command again to go on (an unfinished run resumes from its last checkpoint)", flush=True)
+        return [json.loads(_result_path(v, s, kw).read_text()) for v, s in done]
+
+def _result_path(variant: str, seed: int, kw: dict) -> Path:
+    "Where `ablate(variant, seed, **kw)` writes its result (the same rules: a budget's own epochs get no suffix)."
+    budget, smoke, epochs = kw.get('budget', 'cpu'), kw.get('smoke', False), kw.get('epochs')
+    epochs = None if epochs == (smoke_budget(BUDGETS[budget]) if smoke else BUDGETS[budget])['epochs'] else epochs
+    return Path(kw.get('out', 'results/ablations'))/f"{ablation_name(variant, seed, budget, smoke, epochs, kw.get('holdout', 0))}.json"
 
 # %% ../nbs/12_experiments.ipynb #7a1c0e13
 def measure_stages(b: dict, device: str = 'auto', work: str | Path | None = None, steps: int = 30) -> dict:
@@ -473,7 +495,9 @@ def _run_seconds(variant: str, b: dict, m: dict, flops: dict, eval_images: int) 
     return dict(pretrain=pre, probe=(b['probe_train'] + eval_images) * m['probe_s_per_image'], finetune=ft)
 
 def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', smoke: bool = False, device: str = 'auto',
-               epochs: int | None = None, holdout: int = 0, **_) -> dict:
+               epochs: int | None = None, holdout: int = 0,
+               time_limit: float | None = None, # seconds of a piece: how many pieces the study needs is printed too
+               **_) -> dict:
     "Print the study's plan and its estimated time on `device`, measured with short runs of the budget's stages; run nothing else."
     from mae_nb.bench import train_flops
     check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
@@ -494,4 +518,9 @@ def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', 
     for v in variants: print(f"{v:>20}: " + ', '.join(f'{k} {s / 60:.1f} min' for k, s in secs[v].items()) + ' per seed')
     print(f"estimate: {serial / 60:.1f} min one run at a time" + (f"; with {jobs} at a time at best {serial / jobs / 60:.1f} min "
           "(if the runs do not slow each other: check the first ones' times)" if jobs > 1 else ''))
-    return dict(runs=len(runs), jobs=jobs, budget=b, measured=m, seconds=secs, serial_s=serial, best_s=serial / jobs)
+    pieces = None
+    if time_limit:                                        # a run cut at a piece's end starts up again in the next piece
+        pieces = int(-(-serial / jobs // max(time_limit - m['pretrain_startup_s'] - m['finetune_startup_s'], 1.0)))
+        print(f"in pieces of {time_limit / 60:g} min (--time-limit): {pieces} piece(s), the same command run {pieces} time(s); finished "
+              "runs are kept and skipped, an unfinished one resumes from its last checkpoint")
+    return dict(runs=len(runs), jobs=jobs, budget=b, measured=m, seconds=secs, serial_s=serial, best_s=serial / jobs, pieces=pieces)

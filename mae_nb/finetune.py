@@ -329,19 +329,19 @@ def finetune_augment(x: torch.Tensor, # (B, C, H, W) normalised images (already 
 # %% ../nbs/09_finetune.ipynb #c305322a
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, batches, device=None, amp: bool = False) -> dict: # test_acc (percent), test_loss
-    "Accuracy and loss of a classifier over (x, y) batches."
+    "Accuracy and loss of a classifier over (x, y) batches, summed on the device and read once at the end."
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training; model.eval()
-    correct = n = 0; loss = 0.0
+    correct, loss, n = torch.zeros((), dtype=torch.long, device=device), torch.zeros((), device=device), 0
     try:
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == 'cuda'):
                 logits = model(x)
-            loss += float(F.cross_entropy(logits.float(), y, reduction='sum')); correct += int((logits.argmax(1) == y).sum()); n += len(y)
+            loss += F.cross_entropy(logits.float(), y, reduction='sum'); correct += (logits.argmax(1) == y).sum(); n += len(y)
     finally: model.train(was)
     if n == 0: raise ValueError("evaluate_classifier got no batches")
-    return dict(test_acc=100.0 * correct / n, test_loss=loss / n)
+    return dict(test_acc=100.0 * int(correct) / n, test_loss=float(loss) / n)
 
 # %% ../nbs/09_finetune.ipynb #74682e14
 @dataclass
@@ -438,7 +438,7 @@ def _train_and_eval_loaders(fc: FinetuneConfig, cfg: MAEConfig, rank: int, world
 def finetune(fc: FinetuneConfig) -> dict:
     "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
     prepare_out(fc)
-    rank, world, device = dist_setup(fc.device)
+    rank, world, device = dist_setup(fc.device, fc.deterministic)
     torch.manual_seed(fc.seed); random.seed(fc.seed)
     model, _ = _classifier(fc)
     model = model.to(device)

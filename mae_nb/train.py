@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #50d231ca
 from __future__ import annotations
-import json, math, os, random, re, signal, tempfile, threading, time
+import importlib.util, json, math, os, random, re, signal, tempfile, threading, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,8 +19,9 @@ from .vit import Block
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'keep_freed_memory', 'overfit',
            'deferred_interrupt', 'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model',
-           'check_writable', 'prepare_out', 'check_result_path', 'write_text', 'write_json', 'hold_run_folder',
-           'release_run_folder', 'batch_noise', 'dist_setup', 'build_loader', 'MetricsLog', 'read_metrics',
+           'check_writable', 'prepare_out', 'check_result_path', 'write_text', 'write_json', 'CheckpointWriter',
+           'hold_run_folder', 'release_run_folder', 'OutOfTime', 'parse_duration', 'time_limit', 'batch_noise',
+           'deterministic_algorithms', 'dist_setup', 'build_loader', 'TensorBoardLog', 'MetricsLog', 'read_metrics',
            'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter',
            'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync',
            'fit', 'pretrain']
@@ -52,14 +53,16 @@ class TrainConfig:
     compile_mode: str | None = None # torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune
     fused: bool | None = None       # fused AdamW; default: on CUDA
     device: str = 'auto'            # 'auto', 'cpu', 'cuda', 'cuda:1', ...
-    num_workers: int = 4            # DataLoader workers (ImageFolder only)
+    num_workers: int | None = None  # DataLoader workers, kept for the whole run (ImageFolder only; default: this process's share of the CPU cores, less one)
     decode: str = 'workers'         # ImageFolder JPEGs: 'workers' (PIL in DataLoader workers) or 'device' (nvJPEG on CUDA)
     seed: int = 0                   # fixes the initialisation and every batch, crop and mask
     out_dir: str = 'runs/pretrain'  # checkpoint.pt and metrics.jsonl go here
-    resume: bool = False            # continue from OUT/checkpoint.pt with its settings (only epochs, device, amp, compile, workers, logging may change)
+    resume: bool = False            # continue from OUT/checkpoint.pt with its settings (only epochs, device, amp, compile, workers, logging may change): the same losses, bit for bit on a CPU, on CUDA with --deterministic
     ckpt_every: int = 0             # also checkpoint every N optimizer steps (0: at the end of each epoch only)
+    deterministic: bool = False     # CUDA: torch's deterministic algorithms, so that a resumed run repeats the uninterrupted one bit for bit (slower; a CPU run is exact without)
     log_every: int = 10             # read the loss every N steps (a host sync): log line, progress bar, NaN check
     progress: bool = True           # tqdm progress bar (rank 0)
+    tensorboard: bool = False       # also write the logged numbers as TensorBoard events to OUT/tensorboard (rank 0; needs the tensorboard package)
 
     def __post_init__(self): _check_train_config(self)
 
@@ -73,7 +76,13 @@ def _check_train_config(self: TrainConfig):
     check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
     check_positive_ints(self, 'epochs', 'batch_size', 'accum_iter', 'log_every')
     check_positive_ints(self, 'limit', optional=True)
-    for k in ('num_workers', 'seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+    for k in ('seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
+    check_value(self.num_workers is None or self.num_workers >= 0, 'num_workers', self.num_workers, 'at least 0 (or left out: one per CPU core)')
+    check_value(not (self.compile and self.compile_mode == 'reduce-overhead' and self.accum_iter > 1), 'compile_mode', self.compile_mode,
+                'another mode with --accum-iter above 1 (CUDA graphs would overwrite the gradients kept between micro-steps): '
+                'use --compile-mode default, or --accum-iter 1 with a larger --batch-size')
+    check_value(not self.tensorboard or importlib.util.find_spec('tensorboard') is not None, 'tensorboard', self.tensorboard,
+                'off where the tensorboard package is not installed: pip install tensorboard')
     check_value(self.blr > 0, 'blr', self.blr, 'positive')
     check_value(self.lr is None or self.lr > 0, 'lr', self.lr, 'positive (or left out: blr × batch / 256)')
     for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
@@ -342,6 +351,40 @@ def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
     "Write `obj` as JSON to `path` atomically, as `write_text`."
     return write_text(path, json.dumps(obj, indent=1, default=str) + '\n', elsewhere)
 
+# %% ../nbs/06_train.ipynb #9c106fb1
+def _host_copy(obj):
+    "`obj` with every tensor copied to the CPU, sharing no memory with the run's tensors (which it goes on changing in place)."
+    if isinstance(obj, torch.Tensor): return obj.detach().to('cpu', copy=True)
+    if isinstance(obj, dict): return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+class CheckpointWriter:
+    "`save_checkpoint` in a background thread: the caller waits only for the state's copy to host memory; one write at a time."
+    def __init__(self, background: bool = True): # False: write in the caller's thread (the same files, the old pause)
+        self.background, self.thread, self.error = background, None, None
+
+    def save(self, path: str | Path, state: dict):
+        "Wait for the previous write (raising its error, if any), copy `state` to the host, and write it to `path` in the background."
+        self.wait()
+        state = _host_copy(state)
+        if not self.background: return save_checkpoint(path, state)
+        self.thread = threading.Thread(target=self._write, args=(Path(path), state), name='mae_nb checkpoint')
+        self.thread.start()
+
+    def _write(self, path: Path, state: dict):
+        try: save_checkpoint(path, state)
+        except BaseException as e: self.error = e                         # for the caller's thread to raise
+
+    def wait(self):
+        "Until the write in flight (if any) is on disk; then raise its error, if it failed."
+        if self.thread is not None: self.thread.join(); self.thread = None
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
+
+    close = wait
+
 # %% ../nbs/06_train.ipynb #4c0a1b02
 _HELD: dict[str, object] = {}   # the run folders this process holds: resolved path -> its open lock file
 
@@ -365,6 +408,29 @@ def release_run_folder(out: str | Path):
     f = _HELD.pop(str(Path(out).resolve()), None)
     if f is not None: f.close()
 
+# %% ../nbs/06_train.ipynb #d5b4b69a
+class OutOfTime(BaseException):
+    "The time limit of `time_limit` is reached (a BaseException, like KeyboardInterrupt: not an error of what was running)."
+
+def parse_duration(text: str | float | None, flag: str = 'time_limit') -> float | None:
+    "Seconds in '90', '90s', '8m', '1.5h' (None stays None); anything else is refused in one line naming `flag`."
+    if text is None or isinstance(text, (int, float)): return None if text is None else float(text)
+    m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*', str(text))
+    check_value(m is not None and float(m[1]) > 0, flag, text, 'a positive duration such as 90s, 8m or 1.5h')
+    return float(m[1]) * {'': 1, 's': 1, 'm': 60, 'h': 3600}[m[2]]
+
+@contextmanager
+def time_limit(seconds: float | None):
+    "Raise `OutOfTime` in the main thread once `seconds` have passed inside the block (None: no limit; needs SIGALRM, so POSIX)."
+    if seconds is None or not hasattr(signal, 'setitimer'): yield; return
+    def out(*_): raise OutOfTime(f'the time limit of {seconds:g} s is reached')
+    old = signal.signal(signal.SIGALRM, out)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try: yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
 # %% ../nbs/06_train.ipynb #46b592bd
 def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio and grid
                 seed: int, # the run's seed
@@ -377,14 +443,22 @@ def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio
     "Masking noise (batch_size, N) for this rank's share of global batch `batch` of `epoch`, on the CPU."
     g = torch.Generator().manual_seed(mix_seed(seed, epoch, batch))
     noise = mask_noise(mc.masking, batch_size * world, (mc.grid_size, mc.grid_size), mc.mask_ratio, generator=g)
-    return noise[rank::world]                                        # (batch_size, N)
+    return noise[rank::world].contiguous()                           # (batch_size, N): its own rows, packed (pinned and copied as one block)
 
 # %% ../nbs/06_train.ipynb #a2825886
+def deterministic_algorithms():
+    "Make this process's CUDA kernels deterministic: torch's deterministic algorithms, cuBLAS's fixed workspace, no cuDNN autotuning."
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')      # read when cuBLAS starts: its split reductions then keep one order
+    torch.use_deterministic_algorithms(True)                          # flash-attention and scatter/gather backward too; an op without raises
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+
 def dist_setup(device: str = 'auto', # as `resolve_device`: 'auto', 'cpu', 'cuda' (this rank's GPU), 'cuda:1'
+               deterministic: bool = False, # `deterministic_algorithms()` first (process-wide, as the process group is)
               ) -> tuple[int, int, torch.device]:
     "Join the process group when launched by torchrun; returns (rank, world size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     dev = resolve_device(device)
+    if deterministic: deterministic_algorithms()
     if dev.type == 'cuda': torch.cuda.set_device(dev)
     else: keep_freed_memory()                                        # fewer page faults per step (see above)
     if world > 1 and not dist.is_initialized():
@@ -408,14 +482,33 @@ def build_loader(tc: TrainConfig, # dataset, batch size, augmentation, seed
                        world_size=world, root=tc.data_root, num_workers=tc.num_workers, augment=train and tc.augment,
                        limit=tc.limit if split == 'train' else None, decode=tc.decode, crop_scale=(tc.min_crop_scale, 1.0))
 
+# %% ../nbs/06_train.ipynb #3f0db93b
+class TensorBoardLog:
+    "The numbers of each record as TensorBoard scalars at the record's step: a training step's under train/, a monitor's under eval/, others under run/."
+    def __init__(self, folder: str | Path, # the event files' folder (`tensorboard --logdir` it, or a folder above)
+                 keep_until: int | None = None, # on resume: hide the events of the steps after this one (they are done again)
+                ):
+        from torch.utils.tensorboard import SummaryWriter               # (only here: the package runs without tensorboard)
+        self.writer = SummaryWriter(str(folder), purge_step=None if keep_until is None else keep_until + 1)
+
+    def write(self, **rec):
+        group = 'train' if 'loss' in rec else 'eval' if 'epoch' in rec else 'run'
+        for k, v in rec.items():
+            if k in ('step', 'epoch' if group == 'eval' else '') or isinstance(v, bool) or not isinstance(v, (int, float)): continue
+            self.writer.add_scalar(f'{group}/{k}', v, rec['step'])
+
+    def close(self): self.writer.close()                                  # flushes: until then events wait in memory (at most 2 minutes)
+
 # %% ../nbs/06_train.ipynb #d9d18b88
 class MetricsLog:
-    "Append-only JSONL log of training records; `keep_until` first drops the records past a resumed step."
+    "Append-only JSONL log of training records (with `tensorboard`, the same numbers as TensorBoard events beside it); `keep_until` first drops the records past a resumed step."
     def __init__(self, path: str | Path, # the .jsonl file, created or appended to
                  keep_until: int | None = None, # on resume: drop the records of steps after this one (0: start afresh)
+                 tensorboard: bool = False, # also write TensorBoard events to the folder `tensorboard` beside the file
                 ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tb = TensorBoardLog(self.path.parent/'tensorboard', keep_until) if tensorboard else None
         if not self.path.exists(): return
         if keep_until is None:                                       # appending: first cut a line torn by a kill
             data = self.path.read_bytes()
@@ -432,7 +525,12 @@ class MetricsLog:
         try:
             with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
         except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e, file=False)}): free some disk space, or choose another --out") from None
+        if self.tb is not None: self.tb.write(**rec)
 
+    def close(self):
+        if self.tb is not None: self.tb.close()
+
+# %% ../nbs/06_train.ipynb #29d3931a
 def read_metrics(path: str | Path, # a `metrics.jsonl` file
                  has: str | None = None, # keep only records with this key: 'loss' (training steps), 'knn', 'test_acc' (monitors)
                 ) -> list[dict]:
@@ -484,11 +582,12 @@ def compile_model(model: torch.nn.Module,
                   mode: str | None = None, # torch.compile's mode: None/'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
                   backend='inductor', # torch.compile's backend (tests count graphs with a counting backend)
                  ) -> torch.nn.Module: # the same model with its blocks compiled in place, or a compiled wrapper if it has none
-    "Regional compilation: every transformer `Block` compiled in place; a model without `Block`s is compiled whole."
-    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    "Regional compilation: every transformer `Block` (or what the model's `compile_regions()` names) compiled in place; a model with none is compiled whole."
+    blocks = model.compile_regions() if hasattr(model, 'compile_regions') else [m for m in model.modules() if isinstance(m, Block)]
     if not blocks: return torch.compile(model, mode=mode, backend=backend)
     cfg = torch._dynamo.config
     cfg.automatic_dynamic_shapes = False                           # a new shape gets its own static graph, not a symbolic-size one
+    cfg.optimize_ddp = False                                       # under DDP, a block's graph stays whole (see above)
     limit = 'recompile_limit' if hasattr(cfg, 'recompile_limit') else 'cache_size_limit'   # (the older name)
     setattr(cfg, limit, max(getattr(cfg, limit), 32))              # room for those graphs: training's, evaluation's batches
     for b in blocks: b.compile(mode=mode, backend=backend)
@@ -501,7 +600,8 @@ def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, t
     "The `TrainStep` of a run: AdamW + schedule, autocast as `tc.amp`, `tc.accum_iter`, DDP (several processes), `torch.compile` (`tc.compile`)."
     opt, sched = make_optimizer(groups, plan, tc, device)
     fwd = compile_model(model, tc.compile_mode) if tc.compile else model      # the blocks in place: DDP then wraps them
-    ddp = fwd if world == 1 else torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == 'cuda' else None)
+    ddp = fwd if world == 1 else torch.nn.parallel.DistributedDataParallel(   # buffers not broadcast: they are constants (see above)
+        fwd, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     return TrainStep(ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter, ddp.no_sync if world > 1 else None)
 
 # %% ../nbs/06_train.ipynb #b46fe283
@@ -548,7 +648,8 @@ def log_record(log: MetricsLog | None, # None on ranks other than 0
 # %% ../nbs/06_train.ipynb #eff0f66a
 # settings that may change when a run is resumed: how long (epochs extends it), where and how fast it runs, how it logs
 RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', 'device', 'amp', 'compile', 'compile_mode', 'fused', 'num_workers',
-                       'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit'})
+                       'decode', 'log_every', 'progress', 'ckpt_every', 'knn_every', 'knn_train', 'eval_every', 'eval_limit',
+                       'deterministic', 'tensorboard'})
 
 def changed_settings(ck: dict, tc: TrainConfig, meta: dict | None = None) -> list[str]:
     "The run-defining settings (model config and `tc` outside RESUMABLE) in which `tc`/`meta` differ from checkpoint `ck`: '--name old → new'."
@@ -636,16 +737,16 @@ def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path
 
 # %% ../nbs/06_train.ipynb #807795a1
 def _start_run(model, groups, loader, tc: TrainConfig, rank: int, world: int, device, meta: dict | None, desc: str):
-    "The run's folder held (rank 0); its checkpoint path, plan, training step, position (restored when resuming), log (rank 0), progress bar."
+    "The run's folder held (rank 0); its checkpoint path, plan, training step, position (restored when resuming), log (rank 0), progress bar, checkpoint writer."
     from tqdm import tqdm
     if rank == 0: hold_run_folder(tc.out_dir)                          # one run per folder at a time
     ckpt = Path(tc.out_dir)/'checkpoint.pt'
     plan = plan_run(tc, len(loader), world)
     step = make_train_step(model, groups, plan, tc, device, world)
     pos = restore(ckpt, model, step, tc, device, rank, meta)
-    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step']) if rank == 0 else None
+    log = MetricsLog(ckpt.parent/'metrics.jsonl', keep_until=pos['step'], tensorboard=tc.tensorboard) if rank == 0 else None
     bar = tqdm(total=plan.total, initial=pos['step'], desc=desc, disable=rank != 0 or not tc.progress, dynamic_ncols=True)
-    return ckpt, plan, step, pos, log, bar
+    return ckpt, plan, step, pos, log, bar, CheckpointWriter()
 
 # %% ../nbs/06_train.ipynb #807795ae
 def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weights are checkpointed and restored
@@ -659,32 +760,33 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
         desc: str = 'training', # progress-bar label
        ) -> dict: # summary: steps, final loss, times, lr, effective batch, last monitor record
     "The training loop shared by pretraining and fine-tuning: plan, restore, step, log, monitor, checkpoint."
-    ckpt, plan, step, pos, log, bar = _start_run(model, groups, loader, tc, rank, world, device, meta, desc)
+    ckpt, plan, step, pos, log, bar, writer = _start_run(model, groups, loader, tc, rank, world, device, meta, desc)
     meter, clock, n_micro = LossMeter(device), Clock(pos['elapsed_s']), plan.steps_per_epoch * tc.accum_iter
     model.train()
-    while pos['epoch'] < tc.epochs:
-        epoch = pos['epoch']
-        loader.set_epoch(epoch)
-        for i, (x, y) in zip(range(pos['batch'], n_micro), loader.iter_from(pos['batch'])):
-            update = (i + 1) % tc.accum_iter == 0
-            meter.add(step(loss_fn, x, y, epoch, i, update=update))
-            if not update: continue
-            pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
-            if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
-            end = i + 1 == n_micro
-            save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
-            if not (save or pos['step'] % tc.log_every == 0): continue
-            pos['loss'] = _finite(meter.read(world), pos['step'], epoch, ckpt)
-            log_record(log, bar, dict(step=pos['step'], epoch=round(epoch + (i + 1) / n_micro, 4), lr=step.opt.param_groups[0]['lr'],
-                                      loss=pos['loss'], img_per_s=clock.speed(), elapsed_s=clock.elapsed()))
-            if end and monitor is not None and rank == 0 and (res := run_monitor(monitor, model, epoch + 1)) is not None:
-                pos['monitor'] = dict(step=pos['step'], epoch=epoch + 1, **res)
-                log_record(log, bar, pos['monitor']); clock.skip()
-            if save and rank == 0:
-                at = dict(epoch=epoch + 1, batch=0) if end else dict(epoch=epoch, batch=i + 1)
-                save_checkpoint(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
-        pos.update(epoch=epoch + 1, batch=0)
-    bar.close()
+    try:
+        while pos['epoch'] < tc.epochs:
+            epoch = pos['epoch']
+            loader.set_epoch(epoch)
+            for i, (x, y) in zip(range(pos['batch'], n_micro), loader.iter_from(pos['batch'])):
+                update = (i + 1) % tc.accum_iter == 0
+                meter.add(step(loss_fn, x, y, epoch, i, update=update))
+                if not update: continue
+                pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
+                if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
+                end = i + 1 == n_micro
+                save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
+                if not (save or pos['step'] % tc.log_every == 0): continue
+                pos['loss'] = _finite(meter.read(world), pos['step'], epoch, ckpt)
+                log_record(log, bar, dict(step=pos['step'], epoch=round(epoch + (i + 1) / n_micro, 4), lr=step.opt.param_groups[0]['lr'],
+                                          loss=pos['loss'], img_per_s=clock.speed(), elapsed_s=clock.elapsed()))
+                if end and monitor is not None and rank == 0 and (res := run_monitor(monitor, model, epoch + 1)) is not None:
+                    pos['monitor'] = dict(step=pos['step'], epoch=epoch + 1, **res)
+                    log_record(log, bar, pos['monitor']); clock.skip()
+                if save and rank == 0:
+                    at = dict(epoch=epoch + 1, batch=0) if end else dict(epoch=epoch, batch=i + 1)
+                    writer.save(ckpt, checkpoint_state(model, step, tc, {**pos, **at, 'elapsed_s': clock.elapsed()}, device, meta))
+            pos.update(epoch=epoch + 1, batch=0)
+    finally: bar.close(); log and log.close(); writer.close()       # the events flushed, the last checkpoint on disk
     if rank == 0: release_run_folder(tc.out_dir)
     return _summary(pos, plan, tc, clock, ckpt, loader, model, world, device)
 
@@ -696,7 +798,7 @@ def pretrain(mc: MAEConfig, # the model to pretrain
     "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
     check_value(mc.mask_ratio > 0, 'mask_ratio', mc.mask_ratio, 'above 0 to pretrain: with no patch removed there is nothing to reconstruct')
     prepare_out(tc)
-    rank, world, device = dist_setup(tc.device)
+    rank, world, device = dist_setup(tc.device, tc.deterministic)
     torch.manual_seed(tc.seed); random.seed(tc.seed)
     model = MaskedAutoencoder(mc).to(device)
     loader = build_loader(tc, mc, rank, world, device)

@@ -106,3 +106,13 @@ def test_gpu_smoke_end_to_end_two_at_a_time(tmp_path):
     assert load_model(ckpt).cfg.encoder_mask_tokens is True                      # the pretrained model itself had mask tokens
     assert not (tmp_path/'work'/'random_init-seed0-gpu-smoke'/'pretrain').exists()
     assert r.stdout.count('linear probe') == 4                                   # a line as each finishes, then one per result read back
+
+
+def test_parallel_study_stops_at_its_time_limit(tmp_path, capsys):
+    "Two runs at once, each in its own process, given 3 s: both interrupted as at a Ctrl-C, none counted as failed, the study says where it is."
+    from mae_nb.experiments import ablation_study
+    got = ablation_study(['mask_0.5', 'default'], [0], jobs=2, smoke=True, time_limit='3s', out=tmp_path/'out', work=tmp_path/'work',
+                         device='cpu')
+    out = capsys.readouterr().out
+    assert got == [] and 'stopped by the time limit (3s): 0 of 2 runs finished' in out and 'failed' not in out
+    assert sorted(p.name for p in (tmp_path/'work').glob('*.log')) == ['default-seed0-smoke.log', 'mask_0.5-seed0-smoke.log']

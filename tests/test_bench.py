@@ -152,3 +152,64 @@ def test_suite_gpu_command_line(tmp_path):
                        env={**os.environ, 'PYTHONPATH': '.', 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-2000:]
     assert '[1/1] fmnist-breakdown: step time' in r.stdout and len(list(tmp_path.glob('*.md'))) == 1
+
+
+def test_hf_is_compiled_layer_by_layer_and_says_how_long(monkeypatch, capsys):
+    "With compile, HF's model is compiled per ViTMAELayer as ours per Block (never whole), each contender's warm-up printed as it goes."
+    pytest.importorskip('transformers')
+    compiled, real = [], torch.nn.Module.compile
+    def spy(self, *a, **k): compiled.append(type(self).__name__); return real(self, *a, **{**k, 'backend': 'eager'})   # eager: fast on a CPU
+    monkeypatch.setattr(torch.nn.Module, 'compile', spy)
+    res = benchmark(SMALL, batch_size=2, device='cpu', compile=True, warmup=1, iters=1, windows=1, contenders=('ours', 'hf'))
+    layers = SMALL.depth + SMALL.decoder_depth
+    assert sorted(compiled) == ['Block'] * layers + ['ViTMAELayer'] * layers and [r['name'] for r in res['rows']] == ['ours', 'hf']
+    out = capsys.readouterr().out
+    for name in ('ours', 'hf'):
+        assert f'  {name}: compiling block by block, then warming up' in out and f'  {name}: ready in ' in out
+    assert out.index('  hf: compiling') < out.index('  hf: ready in ') and '(compilation included)' in out
+
+
+def test_one_contenders_failure_keeps_the_others(monkeypatch):
+    "A contender whose step fails (here: as a compiler error would) is skipped with its reason; the others' rows and ratios stay."
+    real = bench.bench_step
+    def step_of(model, *a, **k):
+        step = real(model, *a, **k)
+        if not getattr(getattr(model, 'cfg', None), 'encoder_mask_tokens', False): return step
+        def fails(imgs, noise): raise RuntimeError('inductor: compilation of the mask-token encoder failed\nlong trace ...')
+        return fails
+    monkeypatch.setattr(bench, 'bench_step', step_of)
+    res = benchmark(SMALL, batch_size=2, device='cpu', warmup=0, iters=1, windows=1, contenders=('ours', 'mask_tokens'))
+    assert [r['name'] for r in res['rows']] == ['ours'] and res['ratios'] == {}
+    assert res['skipped'] == {'mask_tokens': 'RuntimeError: inductor: compilation of the mask-token encoder failed'}
+    assert 'mask_tokens: skipped, RuntimeError' in format_bench(res)
+
+
+def test_find_batch_is_sized_for_every_contender(monkeypatch, capsys):
+    "--find-batch sizes the batch for all the contenders it will time, resident together (find_batch_size itself needs a GPU)."
+    seen = {}
+    with pytest.raises(ValueError, match='needs a CUDA device'): bench.find_batch_size('fmnist', device='cpu', contenders=CONTENDERS)
+    def fake(cfg, device, amp, fused, contenders):
+        seen['contenders'] = contenders
+        return dict(batch_size=4, peak_gib=1.0, capacity_gib=2.0, tried={2: 0.5, 4: 1.0})
+    monkeypatch.setattr(bench, 'find_batch_size', fake)
+    res = bench.run_bench(BenchConfig(preset='fmnist', device='cpu', find_batch=True, contenders='ours,mask_tokens', warmup=0, iters=1, windows=1))
+    assert seen['contenders'] == ('ours', 'mask_tokens') and res['batch_size'] == 4
+    assert 'for ours, mask_tokens together: 4' in capsys.readouterr().out
+
+
+def test_suite_time_limit_through_the_cli(tmp_path, monkeypatch, capsys):
+    "`bench --suite --time-limit`: entries with faked durations; the one running at the limit is stopped, the rest named as not reached."
+    takes = iter([0.1, 30.0] + [0.1] * 20)
+    def faked(e, bc, out):
+        import time
+        time.sleep(next(takes))
+        return dict(step=1, epochs=1, first_step_s=0.0, readings=1, img_per_s=1.0, final_loss=1.0), {f: 1.0 for f in bench.FIGURES[e.kind]}
+    for kind in SUITE_KINDS: monkeypatch.setitem(bench.SUITE_RUNNERS, kind, faked)
+    monkeypatch.setattr(bench, '_details', lambda rec: 'details')                 # (the faked results have no details to show)
+    main(['bench', '--suite', '--device', 'cpu', '--time-limit', '2s', '--out', str(tmp_path)])
+    out = capsys.readouterr().out
+    rep = json.loads(next(tmp_path.glob('*.json')).read_text())
+    names = [e.name for e in CPU_SUITE]
+    assert [e['name'] for e in rep['entries']] == names[:2] and rep['entries'][1]['reason'] == 'stopped by the time limit'
+    assert rep['not_reached'] == names[2:] and f"not reached {', '.join(names[2:])}" in out
+    assert rep['command'] == f'mae_nb bench --suite --device cpu --out {tmp_path} --time-limit 2s'

@@ -16,7 +16,17 @@ def test_help_lists_commands():
     r = run('--help')
     commands = ('demo', 'pretrain', 'probe', 'knn', 'finetune', 'ablate', 'flops')
     assert r.returncode == 0 and all(c in r.stdout for c in commands)
-    for c in commands: assert run(c, '--help').returncode == 0
+
+
+def test_every_help_works(capsys):
+    "`mae_nb --help` and `mae_nb COMMAND --help` of every subcommand the parser has, in this process (argparse %-formats help texts)."
+    from mae_nb.cli import build_parser, main
+    commands = list(build_parser()._subparsers._group_actions[0].choices)
+    assert {'demo', 'pretrain', 'finetune', 'probe', 'knn', 'bench', 'ablate', 'convert', 'flops'} <= set(commands)
+    for argv in [['--help']] + [[c, '--help'] for c in commands]:
+        with pytest.raises(SystemExit) as e: main(argv)
+        out = capsys.readouterr()
+        assert e.value.code == 0 and out.out.startswith('usage: mae_nb') and not out.err, (argv, out.err)
 
 
 def test_flops_table():

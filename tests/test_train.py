@@ -124,3 +124,22 @@ def test_fp16_grad_scaler_on_cpu(tmp_path):
     scale = ck['scaler'].get('scale')                                   # a disabled scaler saves an empty state
     assert scale is not None and 0 < scale < float('inf') and ck['train_config']['amp'] == 'fp16'
     assert all(torch.isfinite(v).all() for v in ck['model'].values())
+
+
+def test_tensorboard_events_hold_the_logged_numbers(tmp_path):
+    "With tensorboard=True, OUT/tensorboard holds every number of metrics.jsonl as a scalar at its step; a resumed run hides the steps it redoes."
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tc = dict(limit=96, batch_size=32, log_every=1, progress=False, device='cpu', tensorboard=True, out_dir=str(tmp_path))
+    from mae_nb.train import TensorBoardLog
+    pretrain(TINY, TrainConfig(epochs=1, **tc))                                 # steps 1-3, checkpoint at 3
+    killed = TensorBoardLog(tmp_path/'tensorboard'); killed.write(step=4, loss=99.0); killed.close()   # as a session killed after step 4
+    pretrain(TINY, TrainConfig(epochs=2, resume=True, **tc))                    # resumes at 3: steps 4-6 again, in the same folder
+    ev = EventAccumulator(str(tmp_path/'tensorboard')); ev.Reload()
+    got = {(tag, e.step): e.value for tag in ev.Tags()['scalars'] for e in ev.Scalars(tag)}
+    want = {(f'train/{k}', r['step']): v for r in read_metrics(tmp_path/'metrics.jsonl', has='loss') for k, v in r.items() if k != 'step'}
+    assert {t for t, _ in want} == {'train/epoch', 'train/lr', 'train/loss', 'train/img_per_s', 'train/elapsed_s'}
+    assert sorted(s for t, s in want if t == 'train/loss') == list(range(1, 7))
+    for key, v in want.items(): assert got[key] == pytest.approx(v, rel=1e-6), key   # (float32 in the event files)
+    assert [e.value != 99.0 for e in ev.Scalars('train/loss') if e.step == 4] == [True]   # the killed session's step 4 is hidden
+    assert ('run/first_step_s', 1) in got and ('run/first_step_s', 4) in got        # each session's first step
