@@ -83,7 +83,7 @@ def small_fmnist(root: Path, n_train: int, n_test: int) -> Path:
 def test_demo_writes_its_outputs(tmp_path):
     # DemoConfig has no evaluation limit: the probe scores the whole test split, so the demo runs on a small copy of the data
     data = small_fmnist(tmp_path/'data', 512, 200)
-    r = subprocess.run([MAE_NB, 'demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--probe-train', '256', '--no-progress', '--out', tmp_path/'run'],
+    r = subprocess.run([MAE_NB, 'demo', '--epochs', '1', '--limit', '512', '--probe-epochs', '2', '--probe-train', '256', '--batch-size', '256', '--no-progress', '--out', tmp_path/'run'],
                        capture_output=True, text=True, env={**ENV, 'MAE_NB_DATA': str(data)})
     assert r.returncode == 0, r.stderr
     for f in ('checkpoint.pt', 'metrics.jsonl', 'loss.png', 'reconstructions.png', 'demo.json'):
