@@ -3,9 +3,9 @@
 
     python3 run.py demo     # the main job: `mae_nb demo`
     python3 run.py demo-vs REF   # time the demo of git revision REF, then this checkout's, on this machine: both times and gains
-    python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/
+    python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/ (installs Chromium if missing)
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
-    python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/
+    python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/, checked in Chromium
     python3 run.py lab      # read along and run the notebooks in JupyterLab: `jupyter lab nbs/` (extra arguments go to it)
 
 Each creates the virtual environment .venv/ on first use and installs the package with its dev
@@ -333,9 +333,168 @@ def build_site(out: Path = SITE, notebooks: list[Path] | None = None) -> list[Pa
     return written
 
 
+# ---------------------------------------------------------------- Chromium, to check the website in a real browser
+CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable')
+CHROMIUM_HINT = ('run `sudo apt-get install chromium` (Debian; elsewhere install Chromium or Google Chrome) so that a '
+                 '`chromium` is on PATH')
+
+
+def find_chromium() -> str | None:
+    import shutil
+    return next((p for n in CHROMIUM_NAMES if (p := shutil.which(n))), None)
+
+
+def ensure_chromium() -> str | None:
+    """The Chromium on PATH; where there is none, Debian's package installed with apt-get (as root, or with sudo). None, after
+    one line saying what to run, where that is not possible: the website's browser tests then fail under `run.py test`."""
+    import shutil
+    if exe := find_chromium(): return exe                                   # fast: no apt call
+    root = os.name == 'posix' and os.geteuid() == 0
+    sudo = [] if root else ['sudo', *([] if sys.stdin.isatty() else ['-n'])] if shutil.which('sudo') else None
+    if shutil.which('apt-get') and sudo is not None:
+        print("Chromium is missing: installing Debian's package with apt-get for the website's browser checks (a minute or so)",
+              flush=True)
+        pre = [*sudo, 'env', 'DEBIAN_FRONTEND=noninteractive'] if sudo else []
+        for cmd in (['apt-get', 'update', '-q'], ['apt-get', 'install', '-y', '-q', '--no-install-recommends', 'chromium']):
+            print('+', ' '.join(pre + cmd), flush=True)
+            if subprocess.run(pre + cmd, env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}).returncode: break
+        if exe := find_chromium(): return exe
+    print(f"Chromium is missing and could not be installed here: {CHROMIUM_HINT}; the website's browser tests fail without it.",
+          flush=True)
+    return None
+
+
+IMAGES_JS = """(async () => {
+  const imgs = [...document.images];
+  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
+  return {href: location.href, n: imgs.length,
+          bad: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.getAttribute('src') || '').slice(0, 100))};
+})()"""
+
+
+class Chromium:
+    """One headless Chromium, driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON messages ended by
+    a NUL byte on file descriptors 3 and 4), with nothing but the standard library. Use it as a context manager."""
+    def __init__(self, exe: str | None = None, timeout: float = 60):
+        import fcntl, tempfile
+        self.exe, self.timeout = exe or find_chromium(), timeout
+        if not self.exe: raise FileNotFoundError(f'no Chromium: {CHROMIUM_HINT}')
+        self.profile = tempfile.TemporaryDirectory(prefix='mae_nb-chromium-')
+        self.log = tempfile.TemporaryFile()
+        to_r, self.to_w = os.pipe()
+        self.from_r, from_w = os.pipe()
+        def fds_3_and_4():                           # in the child: the browser reads commands on 3, writes on 4
+            a, b = fcntl.fcntl(to_r, fcntl.F_DUPFD, 10), fcntl.fcntl(from_w, fcntl.F_DUPFD, 10)
+            os.dup2(a, 3); os.dup2(b, 4)
+        args = ['--headless', '--no-sandbox', '--disable-gpu', '--remote-debugging-pipe', f'--user-data-dir={self.profile.name}',
+                '--no-first-run', '--no-default-browser-check', '--disable-extensions', '--mute-audio', '--hide-scrollbars',
+                '--window-size=1200,1600', 'about:blank']
+        self.proc = subprocess.Popen([self.exe, *args], stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                     close_fds=False, preexec_fn=fds_3_and_4)
+        os.close(to_r); os.close(from_w)
+        self.buf, self.last_id, self.events = bytearray(), 0, []
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+    def close(self):
+        if self.proc.poll() is None:
+            try: self.send('Browser.close')
+            except Exception: pass
+            try: self.proc.wait(10)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        for fd in (self.to_w, self.from_r):
+            try: os.close(fd)
+            except OSError: pass
+        self.log.close(); self.profile.cleanup()
+
+    def output(self) -> str:
+        self.log.seek(0); return self.log.read().decode(errors='replace')[-2000:]
+
+    def receive(self, deadline: float) -> dict:
+        import json, select, time
+        while (end := self.buf.find(b'\0')) < 0:
+            if not select.select([self.from_r], [], [], max(0, deadline - time.monotonic()))[0]:
+                raise TimeoutError(f'Chromium did not answer in time: {self.output()}')
+            if not (chunk := os.read(self.from_r, 1 << 20)): raise RuntimeError(f'Chromium quit: {self.output()}')
+            self.buf += chunk
+        msg = json.loads(self.buf[:end]); del self.buf[:end + 1]
+        return msg
+
+    def send(self, method: str, session: str | None = None, **params) -> dict:
+        "Call `method` (in the page of `session`, or of the browser) and return its result; events met meanwhile are kept."
+        import json, time
+        self.last_id += 1
+        data = json.dumps({'id': self.last_id, 'method': method, 'params': params, **({'sessionId': session} if session else {})})
+        view = memoryview(data.encode() + b'\0')
+        while view: view = view[os.write(self.to_w, view):]
+        deadline = time.monotonic() + self.timeout
+        while (msg := self.receive(deadline)).get('id') != self.last_id: self.events.append(msg)
+        if 'error' in msg: raise RuntimeError(f"{method}: {msg['error']}")
+        return msg['result']
+
+    def wait(self, session: str, test) -> dict:
+        "The first event of `session` that passes `test`, among those kept or still to come."
+        import time
+        deadline = time.monotonic() + self.timeout
+        for i, e in enumerate(self.events):
+            if e.get('sessionId') == session and test(e): return self.events.pop(i)
+        while True:
+            e = self.receive(deadline)
+            if e.get('sessionId') == session and test(e): return e
+            self.events.append(e)
+
+    def open(self, url: str) -> tuple:
+        "A new tab that records its console, loading `url`."
+        target = self.send('Target.createTarget', url='about:blank')['targetId']
+        s = self.send('Target.attachToTarget', targetId=target, flatten=True)['sessionId']
+        for domain in ('Runtime', 'Log', 'Page'): self.send(f'{domain}.enable', s)
+        self.send('Page.setLifecycleEventsEnabled', s, enabled=True)
+        return target, s, self.send('Page.navigate', s, url=url)
+
+    def finish(self, url: str, target: str, s: str, nav: dict) -> tuple[int, list[str]]:
+        "Once the tab of `open` has loaded: how many images it shows, and every problem (console error, image not decoded)."
+        if nav.get('errorText'): probs, n = [f"it does not load: {nav['errorText']}"], 0
+        else:
+            self.wait(s, lambda e: e.get('method') == 'Page.lifecycleEvent' and e['params']['name'] == 'load'
+                      and e['params'].get('loaderId') == nav.get('loaderId'))
+            r = self.send('Runtime.evaluate', s, expression=IMAGES_JS, awaitPromise=True, returnByValue=True)
+            if 'exceptionDetails' in r: raise RuntimeError(f"checking the images of {url}: {r['exceptionDetails']}")
+            v = r['result']['value']
+            if v['href'] != url: raise RuntimeError(f"the tab shows {v['href']}, not {url}")
+            n, probs = v['n'], [f'image not decoded: {src}' for src in v['bad']]
+        events, self.events = [e for e in self.events if e.get('sessionId') == s], [e for e in self.events if e.get('sessionId') != s]
+        for e in events:
+            m, p = e.get('method'), e.get('params', {})
+            if m == 'Runtime.exceptionThrown':
+                d = p['exceptionDetails']
+                what = (d.get('exception') or {}).get('description') or d.get('text', '')
+                probs.append(f"JavaScript error: {what.splitlines()[0] if what else d.get('text')} ({d.get('url', '')}:{d.get('lineNumber', 0) + 1})")
+            elif m == 'Runtime.consoleAPICalled' and p.get('type') in ('error', 'assert'):
+                probs.append('console.error: ' + ' '.join(str(a.get('value', a.get('description', ''))) for a in p.get('args', [])))
+            elif m == 'Log.entryAdded' and p['entry'].get('level') == 'error':
+                probs.append(f"{p['entry'].get('text', '')} {p['entry'].get('url', '')}".strip())
+        self.send('Target.closeTarget', targetId=target)
+        return n, probs
+
+    def check(self, pages: list[Path], parallel: int = 4) -> dict[Path, tuple[int, list[str]]]:
+        "Load each page (a file), `parallel` tabs at a time: for each, how many images it shows and its problems."
+        found = {}
+        for i in range(0, len(pages), parallel):
+            tabs = [(p, self.open(Path(p).resolve().as_uri())) for p in pages[i:i + parallel]]
+            for p, tab in tabs: found[p] = self.finish(Path(p).resolve().as_uri(), *tab)
+        return found
+
+
 def cmd_site(serve: bool, port: int = 8000):
     pages = build_site()
     print(f'wrote {len(pages)} pages to {SITE.relative_to(ROOT)}/: open {(SITE/"index.html").as_uri()}')
+    if exe := find_chromium():                       # each page in a real browser: console errors, images not decoded
+        with Chromium(exe) as browser: found = browser.check(pages)
+        bad = {p.relative_to(SITE).as_posix(): probs for p, (_, probs) in found.items() if probs}
+        for page, probs in bad.items(): print(f'  {page}: ' + '; '.join(probs))
+        print(f'Chromium: {len(bad)} of {len(pages)} pages have problems (above)' if bad else
+              f'Chromium shows every page without a console error, every image decoded')
     if serve:
         import functools, http.server
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
@@ -404,9 +563,13 @@ def main(argv):
         if len(rest) != 1: sys.exit('usage: python3 run.py demo-vs REF   (a git revision, e.g. main or a commit)')
         cmd_demo_vs(rest[0], env)
     elif cmd == 'readme': sh(BIN/'python', ROOT/'run.py', '_readme', env=env)
-    elif cmd == 'site': sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
+    elif cmd == 'site':
+        ensure_chromium()
+        sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
     elif cmd == 'lab': cmd_lab(rest, env)
     elif cmd == 'test':
+        ensure_chromium()                            # the website's browser tests fail (not skip) without it
+        env['MAE_NB_REQUIRE_BROWSER'] = '1'
         sh(BIN/'nbdev_test', '--timing', *rest, env=env)
         sh(BIN/'python', '-m', 'pytest', '-q', 'tests', env=env)
 
