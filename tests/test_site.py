@@ -1,6 +1,8 @@
-"""The read-along website (`python3 run.py site`): built once from the executed notebooks, then checked page by page.
-Screenshots of some pages with headless Chromium go to _screenshots/ (skipped where Chromium is not installed)."""
-import base64, dataclasses, inspect, importlib, json, re, shutil, subprocess
+"""The read-along website (`python3 run.py site`): built once from the executed notebooks, then checked page by page,
+also in headless Chromium (every page: no console error, every image decoded; screenshots of some go to _screenshots/).
+Without Chromium the browser tests fail under `python3 run.py test` (which installs it) or MAE_NB_REQUIRE_BROWSER=1, and
+are skipped by a plain pytest."""
+import base64, dataclasses, inspect, importlib, json, os, re, shutil, subprocess, time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
@@ -218,9 +220,53 @@ def test_checks_can_fail(tmp_path):
 
 
 def chromium() -> str:
-    exe = shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
-    if not exe: pytest.skip('no Chromium here: `apt-get install chromium` to take screenshots of the website')
-    return exe
+    "Chromium's path; without one, the test fails under `run.py test` (MAE_NB_REQUIRE_BROWSER=1) and is skipped otherwise."
+    if exe := run.find_chromium(): return exe
+    msg = f'no Chromium here to check the website in a browser: {run.CHROMIUM_HINT}'
+    if os.environ.get('MAE_NB_REQUIRE_BROWSER') == '1': pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope='module')
+def browser():
+    "One headless Chromium for the tests of this module, driven over the DevTools protocol."
+    with run.Chromium(chromium()) as b: yield b
+
+
+def test_pages_in_a_browser(site, browser):
+    """Every page, loaded in Chromium: no console error (JavaScript error, resource that fails to load), every image
+    decoded (complete, with a width), as many images as the HTML has."""
+    out, pages, _ = site
+    t0 = time.perf_counter()
+    found = browser.check(list(pages))
+    print(f'{len(pages)} pages in Chromium in {time.perf_counter() - t0:.1f} s')
+    assert set(found) == set(pages)
+    problems = {p.name: probs for p, (_, probs) in found.items() if probs}
+    assert not problems, problems
+    for p, (n, _) in found.items(): assert n == len(pages[p].imgs), f'{p.name}: Chromium shows {n} images, the HTML has {len(pages[p].imgs)}'
+
+
+PNG_1x1 = ('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')
+
+
+def test_browser_checks_can_fail(tmp_path, browser):
+    """A page with a broken image, a missing one, a missing stylesheet, a script that throws and a console.error is caught on
+    each count; the same page without them passes."""
+    good = f'<img src="data:image/png;base64,{PNG_1x1}"><img src="fine.png"><script>var ok = 1;</script>'
+    (tmp_path/'fine.png').write_bytes(base64.b64decode(PNG_1x1))
+    (tmp_path/'good.html').write_text(f'<!DOCTYPE html><html><head><title>good</title></head><body>{good}</body></html>')
+    (tmp_path/'broken.html').write_text(
+        '<!DOCTYPE html><html><head><title>broken</title><link rel="stylesheet" href="missing.css"></head><body>'
+        f'{good}<img src="missing.png"><img src="data:image/png;base64,iVBORw0KGgoAAAA="><script>no_such_function();</script>'
+        '<script>console.error("boom")</script></body></html>')
+    found = browser.check([tmp_path/'good.html', tmp_path/'broken.html'])
+    assert found[tmp_path/'good.html'] == (2, []), found[tmp_path/'good.html']
+    n, probs = found[tmp_path/'broken.html']
+    assert n == 4, n
+    for what in ('image not decoded: missing.png', 'image not decoded: data:image/png', 'JavaScript error: ReferenceError: no_such_function',
+                 'console.error: boom', 'missing.png', 'missing.css'):
+        assert any(what in p for p in probs), (what, probs)
+    assert sum('Failed to load resource' in p or 'ERR_FILE_NOT_FOUND' in p for p in probs) >= 2, probs
 
 
 @pytest.mark.parametrize('page,section', [('index.html', ''), ('masking.html', 'Random-masking'), ('masking.html', 'Pictures'),
