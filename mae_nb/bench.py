@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .data import DeviceDecodeLoader, decode_images, default_workers, error_line, image_bytes, to_device
-from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, count_flops
+from .core import check_value, error_line, flag, to_device, write_json, write_text
+from .data import DeviceDecodeLoader, decode_images, default_workers, image_bytes
+from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops
 from .train import (AMP_MODES, OutOfTime, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
                           check_result_path, check_writable, make_train_step, median_img_per_s, param_groups, parse_duration,
-                          pretrain, read_metrics, resolve_device, time_limit, write_json, write_text)
+                          pretrain, read_metrics, resolve_device, time_limit)
 from .finetune import FinetuneConfig, finetune
 from .weights import have_transformers, hf_model
 
@@ -318,7 +319,7 @@ def find_batch_size(cfg: MAEConfig | str, # the model (or a preset name)
     "The largest pretraining batch at which every contender's training step fits the GPU with all of them resident (see `largest_batch`), measured with real steps."
     cfg = MAEConfig.from_preset(cfg) if isinstance(cfg, str) else cfg
     dev = resolve_device(device)
-    if dev.type != 'cuda': raise ValueError(f"--find-batch measures GPU memory: it needs a CUDA device, not {dev}")
+    if dev.type != 'cuda': raise ValueError(f"`find_batch` measures GPU memory: it needs a CUDA device, not {dev}")
     steps = [bench_step(_build(n, cfg).to(dev).train(), dev, amp, False, fused) for n in contenders if n != 'hf' or have_transformers()]
     def measure(b):
         torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
@@ -389,7 +390,7 @@ class BenchConfig:
 def run_bench(bc: BenchConfig) -> dict:
     "Run `benchmark` as `bc` says (with `bc.suite`: `run_suite`); print the table (and the time to train) first, then write the JSON."
     if bc.suite: return run_suite(bc)
-    if bc.json: check_result_path(bc.json, 'rows', '--json')
+    if bc.json: check_result_path(bc.json, 'rows', 'json')
     over, names = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth), tuple(bc.contenders.split(','))
     found = None
     if bc.find_batch:
@@ -403,7 +404,7 @@ def run_bench(bc: BenchConfig) -> dict:
     print(format_bench(res))
     if bc.time_to_train:
         ours = next((r for r in res['rows'] if r['name'] == 'ours'), None)
-        if ours is None: raise ValueError("--time-to-train needs the 'ours' contender")
+        if ours is None: raise ValueError("`time_to_train` needs the 'ours' contender")
         res['time_to_train_h'] = hours = time_to_train(ours['img_per_s'], [int(n) for n in bc.time_to_train.split(',')], bc.epochs)
         print(f"\n{bc.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
               + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
@@ -680,8 +681,8 @@ def suite_command(bc: BenchConfig) -> str:
     for f in fields(bc):
         v = getattr(bc, f.name)
         if f.name not in SUITE_FLAGS or v == f.default: continue
-        flag = '--' + ('out' if f.name == 'out_dir' else f.name.replace('_', '-'))
-        parts.append(flag if v is True else f"--no-{flag[2:]}" if v is False else f'{flag} {v}')
+        fl = flag(f.name)
+        parts.append(fl if v is True else f"--no-{fl[2:]}" if v is False else f'{fl} {v}')
     return ' '.join(parts)
 
 # %% ../nbs/11_benchmark.ipynb #ff5677ec
@@ -694,7 +695,7 @@ def run_suite(bc: BenchConfig, # device, amp, fused, peak_tflops, only, out_dir,
     names = [e.name for e in plan]
     only = bc.only.split(',') if bc.only else names
     check_value(set(only) <= set(names), 'only', bc.only, f"names of entries of the {dev.type} suite: {','.join(names)}")
-    out, limit = check_writable(bc.out_dir, '--out'), parse_duration(bc.time_limit)
+    out, limit = check_writable(bc.out_dir), parse_duration(bc.time_limit)
     plan = [e for e in plan if e.name in only]
     t0, peak = time.perf_counter(), peak_tflops(dev, bc.peak_tflops)
     rep = dict(device=device_name(dev), device_type=dev.type, peak_tflops=peak[0], peak_source=peak[1], torch=torch.__version__,
@@ -717,7 +718,7 @@ def _write_report(rep: dict, stem: Path, t0: float) -> str:
     "Write the report so far to STEM.json and STEM.md; returns the markdown."
     rep['total_s'] = round(time.perf_counter() - t0, 1)
     md = format_suite(rep)
-    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md, 'another --out')
+    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md, 'another `out_dir`')
     return md
 
 # %% ../nbs/11_benchmark.ipynb #7c6aadcd

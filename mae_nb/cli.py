@@ -6,7 +6,8 @@
 from __future__ import annotations
 import argparse, dataclasses, inspect, os, re, sys, typing
 from . import __version__
-from .data import DATASETS, SKIP_POLICY, error_line
+from .core import ConfigError, RunError, as_flags, error_line, flag
+from .data import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
 from .experiments import (ABLATIONS, BUDGETS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
@@ -15,11 +16,11 @@ from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS, flops_table
 from .weights import convert
-from .train import AMP_MODES, RunError
+from .train import AMP_MODES
 
 # %% auto #0
-__all__ = ['CHOICES', 'FLAG_NAMES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'field_docs', 'config_flags', 'config_from',
-           'build_parser', 'main']
+__all__ = ['CHOICES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'field_docs', 'config_flags', 'config_from', 'build_parser',
+           'command_fields', 'user_message', 'main']
 
 # %% ../nbs/13_cli.ipynb #2e713cf4
 def field_docs(cls) -> dict[str, str]:
@@ -45,8 +46,6 @@ def _ratio(s: str) -> float:
     except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
 CHOICES = dict(dataset=DATASETS, preset=PRESETS, masking=MASKINGS, amp=AMP_MODES, pool=POOLS, decode=('workers', 'device'))
-FLAG_NAMES = dict(out_dir='out')           # field -> flag where the flag is shorter
-
 def config_flags(p: argparse.ArgumentParser, cls, skip=(), positional=()):
     "One flag per field of dataclass `cls` (type, default and help from the dataclass); `positional` fields become arguments."
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
@@ -58,9 +57,8 @@ def config_flags(p: argparse.ArgumentParser, cls, skip=(), positional=()):
         doc = docs.get(f.name, '').replace('%', '%%')                                  # argparse %-formats help: '90 %' must stay text
         help = doc if 'default' in doc else f"{doc} (default: {f.default})".strip()      # a comment may say its default in words
         if f.name in positional: p.add_argument(f.name, type=typ, help=doc); continue
-        flag = '--' + FLAG_NAMES.get(f.name, f.name).replace('_', '-')
-        if typ is bool: p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
-        else: p.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help)
+        if typ is bool: p.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
+        else: p.add_argument(flag(f.name), dest=f.name, type=typ, default=f.default, help=help)
 
 def config_from(cls, args: argparse.Namespace, **changes):
     "The dataclass `cls` built from the parsed flags that `config_flags` made for it (and `changes`)."
@@ -174,14 +172,25 @@ _GO_ON = 'the last checkpoint is kept: continue with the same command and --resu
 AFTER_CTRL_C = dict(pretrain=_GO_ON, finetune=_GO_ON, demo='the last checkpoint is kept: run the same command again to continue',
                     ablate='finished runs keep their JSON files: run the same command again to go on')   # what Ctrl-C leaves behind
 
+def command_fields(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    "The fields (argument destinations) that `command` has flags or arguments for."
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {a.dest for a in sub._actions}
+
+def user_message(e: BaseException, fields) -> str:
+    "The one line a command-line user reads for `e`: the fields it names written as this command's flags."
+    msg = e.say(flag(e.field) if e.field in fields else e.field) if isinstance(e, ConfigError) else error_line(e)
+    return as_flags(msg, fields)
+
 def main(argv: list[str] | None = None):
     "Entry point of the `mae_nb` console command."
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     debug = args.debug or os.environ.get('MAE_NB_DEBUG', '') not in ('', '0')
     try: _run(args)
     except USER_ERRORS as e:
         if debug: raise
-        print(f'mae_nb {args.command}: error: {error_line(e)}', file=sys.stderr)
+        print(f'mae_nb {args.command}: error: {user_message(e, command_fields(parser, args.command))}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"\nmae_nb {args.command}: interrupted{'; ' + AFTER_CTRL_C[args.command] if args.command in AFTER_CTRL_C else ''}",

@@ -8,13 +8,14 @@ import functools, gzip, hashlib, math, os, pickle, re, struct, sys
 from pathlib import Path
 import torch
 import torch.nn.functional as F
+from .core import error_line, to_device
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'data_dir',
-           'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'error_line', 'cifar10',
-           'load_tensor_dataset', 'crop_boxes', 'to_device', 'resized_crops', 'batch_augment', 'mix_seed',
-           'TensorLoader', 'imagefolder', 'UnreadableImages', 'default_workers', 'FolderLoader', 'image_bytes',
-           'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader']
+           'read_idx', 'fashion_mnist', 'sample_fashion', 'dataset_info', 'cifar10', 'load_tensor_dataset',
+           'crop_boxes', 'resized_crops', 'batch_augment', 'mix_seed', 'TensorLoader', 'imagefolder',
+           'UnreadableImages', 'default_workers', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize',
+           'DeviceDecodeLoader', 'make_loader']
 
 # %% ../nbs/05_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -90,15 +91,6 @@ def dataset_info(name: str, # one of `DATASETS`
     _check_dataset(name)
     return dict(_DATASET_INFO[name])
 
-# %% ../nbs/05_data.ipynb #39174fce
-def error_line(e: BaseException,
-               file: bool = True, # with a system error, name its file (False where the message names it already)
-              ) -> str:
-    "An exception's message as one line: the OS's words (and file) for a system error, else its first line without decoder noise."
-    if isinstance(e, OSError) and e.strerror: return f"{e.strerror}: {e.filename}" if e.filename and file else e.strerror
-    line = re.sub(r'^\w+, \S+:\d+, ', '', (str(e).strip().splitlines() or [type(e).__name__])[0])
-    return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
-
 # %% ../nbs/05_data.ipynb #446ed762
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
@@ -114,7 +106,7 @@ class _CifarUnpickler(pickle.Unpickler):
 def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]: # images (n, 3, 32, 32) uint8, labels (n,) int64
     "One pickled CIFAR-10 batch file."
     import numpy as np
-    redo = f"replace it with the original (delete {path.parent} and pass download=True where there is internet)"
+    redo = f"replace it with the original (delete {path.parent} and pass `download` where there is internet)"
     try:
         with open(path, 'rb') as f: d = _CifarUnpickler(f, encoding='bytes').load()
         rows, labels = np.asarray(d[b'data'], dtype=np.uint8), list(d[b'labels'])
@@ -136,7 +128,7 @@ def cifar10(split: str = 'train', # 'train' (data_batch_1…5, 50,000 images) or
     if not folder.is_dir():
         if not download:
             raise FileNotFoundError(f"CIFAR-10 not found at {folder}: put the python version's files (data_batch_1 … data_batch_5, test_batch) "
-                                    "in data/cifar-10-batches-py/ or $MAE_NB_DATA/cifar-10-batches-py/, or pass download=True (--download) "
+                                    "in data/cifar-10-batches-py/ or $MAE_NB_DATA/cifar-10-batches-py/, or pass `download` "
                                     "on a machine with internet to fetch them")
         import torchvision
         try: torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=True)
@@ -184,17 +176,6 @@ def crop_boxes(n: int, # how many boxes
     left = torch.minimum((u_left * (width - w + 1)).floor(), width - w)
     ok = fits.any(1)                                                             # else the whole image
     return torch.stack([top.where(ok, 0.), left.where(ok, 0.), h.where(ok, float(height)), w.where(ok, float(width))], 1)
-
-# %% ../nbs/05_data.ipynb #939b898f
-def to_device(t: torch.Tensor, # a tensor, typically small and made on the CPU for this batch
-              device: torch.device | str, # where it is needed
-             ) -> torch.Tensor:
-    "`t` on `device`, copied to a GPU through pinned memory so that the host does not wait for the GPU."
-    device = torch.device(device)
-    if device.type == 'cuda' and t.device.type == 'cpu':
-        t = t.contiguous()                                           # one block (a no-op when it is one already)
-        if not t.is_pinned(): t = t.pin_memory()
-    return t.to(device, non_blocking=True)
 
 # %% ../nbs/05_data.ipynb #939b8990
 def resized_crops(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1]
@@ -249,7 +230,7 @@ class _EpochLoader:
         self.drop_last = train if drop_last is None else drop_last
         if len(self) == 0:
             raise ValueError(f"batch_size {batch_size} is larger than the {n // world_size} samples per rank, and drop_last drops them all: "
-                             "lower batch_size (--batch-size) or pass drop_last=False")
+                             "lower `batch_size`")
 
     def indices(self, epoch: int | None = None) -> torch.Tensor: # (N // world_size,) int64 on CPU
         "This rank's dataset indices for `epoch` (default: the current one), in the order they are served."

@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
 from .bench import device_name
+from .core import RunError, check_value, flag, write_json
 from .data import TensorLoader, dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
-from .model import PRESETS, MAEConfig, MaskedAutoencoder, check_value, with_img_size
-from .train import (RunError, TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model,
-                          median_img_per_s, pretrain, read_metrics, resolve_device, write_json)
+from .model import PRESETS, MAEConfig, MaskedAutoencoder, with_img_size
+from .train import (TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model,
+                          median_img_per_s, pretrain, read_metrics, resolve_device)
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
@@ -123,8 +124,8 @@ def _fit_to_dataset(model: MaskedAutoencoder, pc: ProbeConfig) -> MaskedAutoenco
     if pc.img_size is not None: return with_img_size(model, pc.img_size)
     if info['img_size'] is not None and info['img_size'] != model.cfg.img_size:
         n, m = info['img_size'], model.cfg.img_size
-        raise ValueError(f"{pc.dataset} images are {n}×{n} but the encoder was pretrained at {m}×{m}: pass --img-size {n} to resize its "
-                         f"positional embeddings to the images (as is customary), or --img-size {m} to resize the images instead")
+        raise ValueError(f"{pc.dataset} images are {n}×{n} but the encoder was pretrained at {m}×{m}: pass `img_size` {n} to resize its "
+                         f"positional embeddings to the images (as is customary), or `img_size` {m} to resize the images instead")
     return model
 
 def encode_images(model, images: torch.Tensor, # uint8 (N, C, H, W)
@@ -172,7 +173,7 @@ def probe_encoder(model: MaskedAutoencoder, # its encoder is probed (with nothin
 def probe(pc: ProbeConfig) -> dict:
     "Probe `pc.checkpoint` (and a random init of its architecture with `random_init`); print the results and write them as JSON."
     path = pc.result_path()
-    if path is not None: check_result_path(path, 'pretrained', '--out')   # before the work, not after it
+    if path is not None: check_result_path(path, 'pretrained', 'out')   # before the work, not after it
     model = load_model(pc.checkpoint)
     res = dict(checkpoint=pc.checkpoint, dataset=pc.dataset, pretrained=probe_encoder(model, pc))
     if pc.random_init:
@@ -390,7 +391,7 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     if path.exists() and not force:
         res = json.loads(path.read_text()); print(_ablation_line(res) + ' (reused)', flush=True)
         return res
-    check_writable(out, '--out'); check_writable(work, '--work')
+    check_writable(out, 'out'); check_writable(work, 'work')
     t0, run = time.perf_counter(), Path(work)/path.stem
     mc, pre, probe, ft = _ablation_stages(variant, seed, b, run, device, smoke, holdout)
     recs = read_metrics(run/'pretrain'/'metrics.jsonl', has='loss') if pre else []
@@ -415,8 +416,8 @@ def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict, limit: float
     import signal
     from mae_nb.train import OutOfTime
     out, work = Path(kw.get('out', 'results/ablations')), Path(kw.get('work', 'runs/ablations'))
-    check_writable(out, '--out'); check_writable(work, '--work')
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items() if k in ('out', 'work', 'device', 'budget', 'epochs', 'holdout') and v is not None]
+    check_writable(out, 'out'); check_writable(work, 'work')
+    flags = [f"{flag(k)}={v}" for k, v in kw.items() if k in ('out', 'work', 'device', 'budget', 'epochs', 'holdout') and v is not None]
     flags += [f'--{k}' for k in ('smoke', 'force') if kw.get(k)]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
     todo, running, failed, t0 = list(runs), {}, [], time.perf_counter()

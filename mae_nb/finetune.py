@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .core import check_value
 from .data import TensorLoader, crop_boxes, dataset_info, load_tensor_dataset, mix_seed
 from .evaluate import POOLS
 from .masking import box_mask
-from .model import MAEConfig, PRESETS, check_value, is_decoder_key
+from .model import MAEConfig, PRESETS, is_decoder_key
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .train import (NO_DECAY_NAMES, TrainConfig, build_loader, check_positive_ints, dist_setup, fit, load_checkpoint, prepare_out,
                           read_metrics)

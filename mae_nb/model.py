@@ -8,13 +8,14 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 import torch
 import torch.nn as nn
+from .core import check_value
 from .patches import patchify, unpatchify
 from .masking import MASKINGS, check_mask_ratio, mask_noise, num_keep, random_masking
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
-__all__ = ['PRESETS', 'MAEConfig', 'check_value', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
+__all__ = ['PRESETS', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
            'encoder_state_dict', 'with_img_size', 'count_flops', 'flops_table']
 
 # %% ../nbs/04_mae.ipynb #5b848f2d
@@ -48,15 +49,6 @@ class MAEConfig:
         "A named configuration from `PRESETS`, with any field overridden."
         if name not in PRESETS: raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-# %% ../nbs/04_mae.ipynb #0a10572d
-def check_value(ok: bool, # the condition the value must meet
-                name: str, # the field, e.g. 'mask_ratio' (shown as the flag --mask-ratio)
-                value, # the value given
-                rule: str, # what would be valid, e.g. 'at least 1'
-               ):
-    "Raise a one-line `ValueError` naming the flag, the value and the valid range unless `ok`."
-    if not ok: raise ValueError(f"--{name.replace('_', '-')} {value if value != '' else repr(value)}: must be {rule}")
 
 # %% ../nbs/04_mae.ipynb #127fd7dc
 def _check_config(self: MAEConfig):

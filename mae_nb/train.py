@@ -10,21 +10,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
 import torch.distributed as dist
-from .data import DATASETS, dataset_info, error_line, make_loader, mix_seed, to_device
+from .core import RunError, check_value, error_line, to_device, write_json, write_text
+from .data import DATASETS, dataset_info, make_loader, mix_seed
 from .masking import mask_noise
-from .model import MAEConfig, MaskedAutoencoder, check_value
+from .model import MAEConfig, MaskedAutoencoder
 from .vit import Block
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'COMPILE_MODES', 'NO_DECAY_NAMES', 'RESUMABLE', 'START', 'TrainConfig', 'check_positive_ints',
            'param_groups', 'warmup_cosine', 'resolve_device', 'amp_dtype', 'TrainStep', 'keep_freed_memory', 'overfit',
-           'deferred_interrupt', 'save_checkpoint', 'RunError', 'check_fits', 'load_checkpoint', 'load_model',
-           'check_writable', 'prepare_out', 'check_result_path', 'write_text', 'write_json', 'CheckpointWriter',
-           'hold_run_folder', 'release_run_folder', 'OutOfTime', 'parse_duration', 'time_limit', 'batch_noise',
-           'deterministic_algorithms', 'dist_setup', 'build_loader', 'TensorBoardLog', 'MetricsLog', 'read_metrics',
-           'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer', 'compile_model', 'make_train_step', 'LossMeter',
-           'Clock', 'log_record', 'changed_settings', 'restore', 'checkpoint_state', 'run_monitor', 'ranks_in_sync',
-           'fit', 'pretrain']
+           'deferred_interrupt', 'save_checkpoint', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
+           'prepare_out', 'check_result_path', 'CheckpointWriter', 'hold_run_folder', 'release_run_folder', 'OutOfTime',
+           'parse_duration', 'time_limit', 'batch_noise', 'deterministic_algorithms', 'dist_setup', 'build_loader',
+           'TensorBoardLog', 'MetricsLog', 'read_metrics', 'median_img_per_s', 'RunPlan', 'plan_run', 'make_optimizer',
+           'compile_model', 'make_train_step', 'LossMeter', 'Clock', 'log_record', 'changed_settings', 'restore',
+           'checkpoint_state', 'run_monitor', 'ranks_in_sync', 'fit', 'pretrain']
 
 # %% ../nbs/06_train.ipynb #82d8f3de
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`
@@ -68,7 +68,7 @@ class TrainConfig:
 
 # %% ../nbs/06_train.ipynb #c2ab7904
 def _check_train_config(self: TrainConfig):
-    "Refuse, in one line naming the flag, every value a run cannot use."
+    "Refuse, in one line naming the field, every value a run cannot use."
     if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
     check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
     check_value(self.decode in ('workers', 'device'), 'decode', self.decode, 'workers or device')
@@ -79,8 +79,8 @@ def _check_train_config(self: TrainConfig):
     for k in ('seed', 'ckpt_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
     check_value(self.num_workers is None or self.num_workers >= 0, 'num_workers', self.num_workers, 'at least 0 (or left out: one per CPU core)')
     check_value(not (self.compile and self.compile_mode == 'reduce-overhead' and self.accum_iter > 1), 'compile_mode', self.compile_mode,
-                'another mode with --accum-iter above 1 (CUDA graphs would overwrite the gradients kept between micro-steps): '
-                'use --compile-mode default, or --accum-iter 1 with a larger --batch-size')
+                'another mode with `accum_iter` above 1 (CUDA graphs would overwrite the gradients kept between micro-steps): '
+                'use `compile_mode` default, or `accum_iter` 1 with a larger `batch_size`')
     check_value(not self.tensorboard or importlib.util.find_spec('tensorboard') is not None, 'tensorboard', self.tensorboard,
                 'off where the tensorboard package is not installed: pip install tensorboard')
     check_value(self.blr > 0, 'blr', self.blr, 'positive')
@@ -138,7 +138,7 @@ def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     if dev.type == 'cpu': return torch.device('cpu')
     if not torch.cuda.is_available():
         why = 'no GPU is visible' if torch.version.cuda else f'this torch {torch.__version__} is built without CUDA'
-        raise ValueError(f"device {name!r}: CUDA is not available here ({why}): use --device cpu, or auto")
+        raise ValueError(f"device {name!r}: CUDA is not available here ({why}): use `device` cpu, or auto")
     dev = torch.device('cuda', local if dev.index is None else dev.index)
     n = torch.cuda.device_count()
     if dev.index >= n: raise ValueError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
@@ -243,10 +243,7 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
         except OSError: pass
         if not isinstance(e, (OSError, RuntimeError)): raise     # a full disk surfaces as OSError or as torch's writer error
         kept = '; the previous checkpoint is kept' if path.exists() else ''
-        raise RunError(f"could not write {path} ({error_line(e, file=False)}){kept}: free some disk space, or choose another --out") from None
-
-class RunError(Exception):
-    "A failure of a run that the user can act on (disk full, folder not writable, ...): the message says what to do."
+        raise RunError(f"could not write {path} ({error_line(e, file=False)}){kept}: free some disk space, or choose another `out_dir`") from None
 
 # %% ../nbs/06_train.ipynb #85a16266
 def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
@@ -303,53 +300,34 @@ def load_model(path: str | Path, # a checkpoint of a masked autoencoder
 
 # %% ../nbs/06_train.ipynb #3634ddb2
 def check_writable(folder: str | Path, # created if missing
-                   flag: str = '--out', # named in the message
+                   field: str = 'out_dir', # the setting that chose it, named in the message
                   ) -> Path:
     "Make sure files can be created in `folder` (by creating and removing one), else a one-line `RunError`."
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.mae_nb-write-test-'): pass
-    except OSError as e: raise RunError(f"{flag} {folder}: cannot write there ({error_line(e, file=False)}): choose a folder you can write to") from None
+    except OSError as e: raise RunError(f"`{field}` {folder}: cannot write there ({error_line(e, file=False)}): choose a folder you can write to") from None
     return folder
 
 def prepare_out(tc: TrainConfig) -> Path:
     "Before any work: the run's folder is writable, and a run already there is only continued with `resume`."
     out = check_writable(tc.out_dir)
     if (out/'checkpoint.pt').exists() and not tc.resume:
-        raise FileExistsError(f"{out/'checkpoint.pt'} exists: pass --resume to continue that run, or choose another --out")
+        raise FileExistsError(f"{out/'checkpoint.pt'} exists: pass `resume` to continue that run, or choose another `out_dir`")
     return out
 
 def check_result_path(path: str | Path, kind: str, # a key every result of this kind has, e.g. 'pretrained'
-                      flag: str = '--out') -> Path:
+                      field: str = 'out_dir') -> Path:
     "Refuse (one line) to write a result to `path` if its folder is not writable or `path` holds something else than such a result."
     path = Path(path)
-    if path.is_dir(): raise RunError(f"{flag} {path} is a folder: give a file name, e.g. {path/'result.json'}")
+    if path.is_dir(): raise RunError(f"`{field}` {path} is a folder: give a file name, e.g. {path/'result.json'}")
     if path.exists():
         try: ok = kind in json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError, OSError): ok = False
-        if not ok: raise RunError(f"{flag} {path} exists and is not a result of this kind: choose another file name")
-    check_writable(path.parent, flag)
+        if not ok: raise RunError(f"`{field}` {path} exists and is not a result of this kind: choose another file name")
+    check_writable(path.parent, field)
     return path
-
-# %% ../nbs/06_train.ipynb #85e71610
-def write_text(path: str | Path, text: str,
-               elsewhere: str = 'another place', # how the error names the way out, e.g. 'another --out'
-              ) -> Path:
-    "Write `text` to `path` atomically (a temporary file, then renamed); a failed write leaves no trace and says where."
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    try:
-        tmp.write_text(text); os.replace(tmp, path)
-    except BaseException as e:
-        try: tmp.unlink(missing_ok=True)
-        except OSError: pass
-        if not isinstance(e, OSError): raise
-        raise RunError(f"could not write {path} ({error_line(e, file=False)}): free some disk space, or choose {elsewhere}") from None
-    return path
-
-def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
-    "Write `obj` as JSON to `path` atomically, as `write_text`."
-    return write_text(path, json.dumps(obj, indent=1, default=str) + '\n', elsewhere)
 
 # %% ../nbs/06_train.ipynb #9c106fb1
 def _host_copy(obj):
@@ -399,7 +377,7 @@ def hold_run_folder(out: str | Path) -> Path:
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise RunError(f"--out {out} is in use by another run right now: wait for it to end, or choose another --out") from None
+        raise RunError(f"`out_dir` {out} is in use by another run right now: wait for it to end, or choose another `out_dir`") from None
     _HELD[key] = f
     return out
 
@@ -524,7 +502,7 @@ class MetricsLog:
     def write(self, **rec):
         try:
             with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
-        except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e, file=False)}): free some disk space, or choose another --out") from None
+        except OSError as e: raise RunError(f"could not append to {self.path} ({error_line(e, file=False)}): free some disk space, or choose another `out_dir`") from None
         if self.tb is not None: self.tb.write(**rec)
 
     def close(self):
@@ -652,13 +630,12 @@ RESUMABLE = frozenset({'epochs', 'resume', 'out_dir', 'data_root', 'download', '
                        'deterministic', 'tensorboard'})
 
 def changed_settings(ck: dict, tc: TrainConfig, meta: dict | None = None) -> list[str]:
-    "The run-defining settings (model config and `tc` outside RESUMABLE) in which `tc`/`meta` differ from checkpoint `ck`: '--name old → new'."
-    flag = lambda k: '--' + {'out_dir': 'out'}.get(k, k).replace('_', '-')
+    "The run-defining settings (model config and `tc` outside RESUMABLE) in which `tc`/`meta` differ from checkpoint `ck`: '`name` old → new'."
     norm = lambda v: list(v) if isinstance(v, tuple) else v
     pairs = {k: (v, (meta or {}).get('config', {}).get(k)) for k, v in (ck.get('config') or {}).items() if meta and 'config' in meta}
     for k, v in (ck.get('train_config') or {}).items():
         if k not in RESUMABLE and k not in pairs and hasattr(tc, k): pairs[k] = (v, getattr(tc, k))
-    return [f'{flag(k)} {old!r} → {new!r}' for k, (old, new) in pairs.items() if norm(old) != norm(new)
+    return [f'`{k}` {old!r} → {new!r}' for k, (old, new) in pairs.items() if norm(old) != norm(new)
             and not (k in MAEConfig.__dataclass_fields__ and new is None)]
 
 # %% ../nbs/06_train.ipynb #2f99312c
@@ -678,13 +655,13 @@ def restore(path: Path, model: torch.nn.Module, step: TrainStep, tc: TrainConfig
            ) -> dict:
     "Load model, optimizer, schedule, scaler and RNG states from `path` (with `tc.resume`); returns the position to continue from."
     if not path.exists():
-        if tc.resume and rank == 0: print(f'--resume: no checkpoint in {path.parent}, starting from scratch')
+        if tc.resume and rank == 0: print(f'resume: no checkpoint in {path.parent}, starting from scratch')
         return dict(START)
-    if not tc.resume: raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
+    if not tc.resume: raise FileExistsError(f"{path} exists: pass `resume` to continue that run, or choose another `out_dir`")
     ck = load_checkpoint(path)
     changed = changed_settings(ck, tc, meta)
     if changed: raise ValueError(f"{path} belongs to a run with other settings ({', '.join(changed)}): resume with that run's settings, "
-                                 "or start a new run with another --out")
+                                 "or start a new run with another `out_dir`")
     check_fits(ck, model, path)
     model.load_state_dict(ck['model']); step.opt.load_state_dict(ck['optimizer'])
     step.sched.load_state_dict(ck['scheduler']); step.scaler.load_state_dict(ck['scaler'])
@@ -723,7 +700,7 @@ def _finite(loss: float, step: int, epoch: int, ckpt: Path) -> float:
     "`loss`, unless it is not finite: then the run stops before it can overwrite its last good checkpoint."
     if math.isfinite(loss): return loss
     raise FloatingPointError(f"loss became non-finite by step {step} (epoch {epoch}): stopped; the last good checkpoint {ckpt} is kept. "
-                             "Resume it with --amp bf16 instead of fp16, or start again (another --out) with a lower --blr")
+                             "Resume it with `amp` bf16 instead of fp16, or start again (another `out_dir`) with a lower `blr`")
 
 def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path, loader, model, world: int, device) -> dict:
     "What a finished run reports: steps, loss, seconds (first step apart), lr, batch, checkpoint, skipped images, monitor, rank sync."

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
-from .data import error_line
-from .train import RunError, check_fits, check_writable, load_checkpoint, save_checkpoint
+from .core import RunError, error_line
+from .train import check_fits, check_writable, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
