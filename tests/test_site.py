@@ -148,7 +148,7 @@ def test_derivation_pages_show_their_code(site):
     for page, fn in (('masking.html', masking.random_masking), ('mae.html', model.MaskedAutoencoder.forward_encoder)):
         src = inspect.getsource(fn).strip()
         assert src.startswith(('def ', '@')) and src in ''.join(pages[(out/page).resolve()].text), f'{page} does not show `{fn.__name__}` as written'
-    assert not any(run.is_derivation(Path(n)) for n in ('index.ipynb', '10_weights.ipynb', '13_cli.ipynb', '99_broken.ipynb'))
+    assert not any(run.is_derivation(Path(n)) for n in ('index.ipynb', '16_weights.ipynb', '19_cli.ipynb', '99_broken.ipynb'))
 
 
 def test_api_docs_in_the_order_of_the_notebook(site):
