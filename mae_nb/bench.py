@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .core import check_value, error_line, flag, to_device, write_json, write_text
-from .data import DeviceDecodeLoader, decode_images, default_workers, image_bytes
+from .loaders import DeviceDecodeLoader, decode_images, default_workers, image_bytes
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops
 from .train import (AMP_MODES, OutOfTime, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
                           check_result_path, check_writable, make_train_step, median_img_per_s, param_groups, parse_duration,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, dataclasses, inspect, os, re, sys, typing
 from . import __version__
 from .core import ConfigError, RunError, as_flags, error_line, flag
-from .data import DATASETS, SKIP_POLICY
+from .datasets import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
 from .experiments import (ABLATIONS, BUDGETS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
@@ -162,7 +162,7 @@ COMMANDS = dict(
 
 def _run(args):
     if getattr(args, 'download', False) and args.dataset == 'cifar10':          # once, before any run starts
-        from mae_nb.data import cifar10
+        from mae_nb.datasets import cifar10
         for split in ('train', 'test'): cifar10(split, args.data_root, download=True)
     return COMMANDS[args.command](args)
 

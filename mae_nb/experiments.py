@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from .bench import device_name
 from .core import RunError, check_value, flag, write_json
-from .data import TensorLoader, dataset_info, load_tensor_dataset
+from .data import TensorLoader
+from .datasets import dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, with_img_size

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import check_value
-from .data import TensorLoader, crop_boxes, dataset_info, load_tensor_dataset, mix_seed
+from .data import TensorLoader, crop_boxes, mix_seed
+from .datasets import dataset_info, load_tensor_dataset
 from .evaluate import POOLS
 from .masking import box_mask
 from .model import MAEConfig, PRESETS, is_decoder_key

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from .core import RunError, check_value, error_line, to_device, write_json, write_text
-from .data import DATASETS, dataset_info, make_loader, mix_seed
+from .data import mix_seed
+from .datasets import DATASETS, dataset_info
+from .loaders import make_loader
 from .masking import mask_noise
 from .model import MAEConfig, MaskedAutoencoder
 from .vit import Block

@@ -3,8 +3,9 @@ import os, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
-from mae_nb import data
-from mae_nb.data import DeviceDecodeLoader, FolderLoader, UnreadableImages, image_bytes, imagefolder, make_loader
+from mae_nb import datasets
+from mae_nb.datasets import UnreadableImages, imagefolder
+from mae_nb.loaders import DeviceDecodeLoader, FolderLoader, image_bytes, make_loader
 
 MAE_NB = Path(sys.executable).parent/'mae_nb'
 ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
@@ -38,7 +39,7 @@ def tree(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def fresh_process():
     "Each test as in a fresh process: no file named yet."
-    data._REPORTED.clear(); yield
+    datasets._REPORTED.clear(); yield
 
 
 def assert_same(a, b):
@@ -103,4 +104,4 @@ def test_pretrain_skips_unreadable_files(tree, tmp_path, decode):
 
 
 def test_skip_policy_is_one_sentence():
-    assert data.SKIP_POLICY.endswith('.') and data.SKIP_POLICY.count('. ') == 0 and 'skipped' in data.SKIP_POLICY
+    assert datasets.SKIP_POLICY.endswith('.') and datasets.SKIP_POLICY.count('. ') == 0 and 'skipped' in datasets.SKIP_POLICY

@@ -6,7 +6,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from mae_nb.core import to_device
-from mae_nb.data import TensorLoader, _apply_crops, _crop_plan, _per_channel, IMAGENET_MEAN, IMAGENET_STD
+from mae_nb.data import TensorLoader, _per_channel
+from mae_nb.datasets import IMAGENET_MEAN, IMAGENET_STD
+from mae_nb.loaders import _apply_crops, _crop_plan
 from mae_nb.evaluate import extract_features, knn_accuracy
 from mae_nb.finetune import ViTClassifier, evaluate_classifier, finetune_augment, soft_cross_entropy
 from mae_nb.masking import MASKINGS
