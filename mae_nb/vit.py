@@ -20,7 +20,7 @@ def check_images(imgs: torch.Tensor, # the batch to check
     "Raise a one-line `ValueError` unless `imgs` is a batch `(B, in_chans, img_size, img_size)`."
     if imgs.ndim != 4 or tuple(imgs.shape[1:]) != (in_chans, img_size, img_size):
         got = tuple(imgs.shape)
-        hint = f" or build the model for them (MAEConfig(img_size={got[-1]}, in_chans={got[1]}, ...))" if imgs.ndim == 4 and got[-1] == got[-2] else ""
+        hint = f" or build the model for them (`img_size` {got[-1]}, `in_chans` {got[1]})" if imgs.ndim == 4 and got[-1] == got[-2] else ""
         raise ValueError(f"expected images of shape (B, {in_chans}, {img_size}, {img_size}) for in_chans={in_chans}, img_size={img_size}; "
                          f"got {got}: resize or crop them to {img_size}×{img_size} with {in_chans} channel(s){hint}")
 
