@@ -121,7 +121,7 @@ def site_notebooks() -> list[Path]:
 
 
 def page_name(nb: Path) -> str:
-    "The page a notebook becomes, named as nbdev and Quarto name it: nbs/00_patches.ipynb -> patches.html."
+    "The page a notebook becomes, named as nbdev and Quarto name it: nbs/01_patches.ipynb -> patches.html."
     rel = nb.relative_to(ROOT/'nbs') if nb.is_relative_to(ROOT/'nbs') else Path(nb.name)
     return rel.with_name(re.sub(r'^\d+[a-zA-Z0-9]*_', '', rel.name.lower())).with_suffix('.html').as_posix()
 
@@ -180,7 +180,7 @@ def doc_notebook(path: Path):
     - the `show_doc`s of a cell come in the order the cell defines their symbols (nbdev reverses them);
     - in the derivation notebooks (00–09, `is_derivation`) the exported code stays on the page, cut into one piece per
       documented symbol, each after its `show_doc` (what nbdev's `#| exports` does, for every `#| export` cell);
-    - a symbol defined in a cell of imports (such as `patch_to` in 04_mae) moves to just before the first cell that uses
+    - a symbol defined in a cell of imports (such as `patch_to` in 05_mae) moves to just before the first cell that uses
       it, so that a helper does not lead the page.
     Returns (nbformat notebook, frontmatter dict)."""
     import ast, importlib, json, nbformat
