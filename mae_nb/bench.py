@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from .core import check_value, error_line, flag, to_device, write_json, write_text
 from .loaders import DeviceDecodeLoader, decode_images, default_workers, image_bytes
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops
-from .train import (AMP_MODES, OutOfTime, RunPlan, TrainConfig, amp_dtype, batch_noise, build_loader, check_positive_ints,
-                          check_result_path, check_writable, make_train_step, median_img_per_s, param_groups, parse_duration,
-                          pretrain, read_metrics, resolve_device, time_limit)
+from .train import batch_noise, param_groups
+from .checkpoint import check_result_path, check_writable
+from .distributed import AMP_MODES, amp_dtype, resolve_device
+from .runs import (OutOfTime, RunPlan, TrainConfig, build_loader, check_positive_ints, make_train_step, median_img_per_s,
+                         parse_duration, pretrain, read_metrics, time_limit)
 from .finetune import FinetuneConfig, finetune
 from .weights import have_transformers, hf_model
 

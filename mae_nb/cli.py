@@ -16,7 +16,7 @@ from .finetune import FinetuneConfig, finetune
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS, flops_table
 from .weights import convert
-from .train import AMP_MODES
+from .distributed import AMP_MODES
 
 # %% auto #0
 __all__ = ['CHOICES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'field_docs', 'config_flags', 'config_from', 'build_parser',

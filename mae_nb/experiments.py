@@ -15,8 +15,9 @@ from .datasets import dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .finetune import FinetuneConfig, finetune
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, with_img_size
-from .train import (TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model,
-                          median_img_per_s, pretrain, read_metrics, resolve_device)
+from .checkpoint import check_result_path, check_writable, load_model
+from .distributed import resolve_device
+from .runs import TrainConfig, build_loader, check_positive_ints, median_img_per_s, pretrain, read_metrics
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
@@ -34,6 +35,7 @@ class PretrainConfig(TrainConfig):
     norm_pix_loss: bool | None = None # normalised-pixel target (default: the preset's, off)
     knn_every: int = 0                # log kNN accuracy on the test split every N epochs (0: never)
     knn_train: int = 10_000           # training images the kNN monitor remembers
+    RESUMABLE = TrainConfig.RESUMABLE | {'knn_every', 'knn_train'}   # a resumed run may change its monitor
 
     def __post_init__(self):
         super().__post_init__()
@@ -415,7 +417,7 @@ def _ablation_line(r: dict) -> str:
 def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict, limit: float | None = None) -> list[dict]:
     "Run `ablate` for each (variant, seed) in its own process, at most `jobs` at a time, until `limit` seconds are up; results in the order of `runs`."
     import signal
-    from mae_nb.train import OutOfTime
+    from mae_nb.runs import OutOfTime
     out, work = Path(kw.get('out', 'results/ablations')), Path(kw.get('work', 'runs/ablations'))
     check_writable(out, 'out'); check_writable(work, 'work')
     flags = [f"{flag(k)}={v}" for k, v in kw.items() if k in ('out', 'work', 'device', 'budget', 'epochs', 'holdout') and v is not None]
@@ -451,7 +453,7 @@ def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
                    **kw, # the other arguments of `ablate`
                   ) -> list[dict] | dict:
     "Run `ablate` for every variant and seed (existing results are reused), within `time_limit`; each prints its line."
-    from mae_nb.train import OutOfTime, parse_duration, time_limit as limited
+    from mae_nb.runs import OutOfTime, parse_duration, time_limit as limited
     runs = [(v, s) for s in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]
     check_value(jobs >= 1, 'jobs', jobs, 'at least 1')
     limit = parse_duration(time_limit)

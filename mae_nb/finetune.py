@@ -17,8 +17,10 @@ from .evaluate import POOLS
 from .masking import box_mask
 from .model import MAEConfig, PRESETS, is_decoder_key
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
-from .train import (NO_DECAY_NAMES, TrainConfig, build_loader, check_positive_ints, dist_setup, fit, load_checkpoint, prepare_out,
-                          read_metrics)
+from .train import NO_DECAY_NAMES
+from .checkpoint import load_checkpoint
+from .distributed import dist_setup
+from .runs import TrainConfig, build_loader, check_positive_ints, fit, prepare_out, read_metrics
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
@@ -372,6 +374,7 @@ class FinetuneConfig(TrainConfig):
     warmup_epochs: float = 5.0
     epochs: int = 50
     out_dir: str = 'runs/finetune'
+    RESUMABLE = TrainConfig.RESUMABLE | {'eval_every', 'eval_limit'}   # a resumed run may change how it is scored
 
     def __post_init__(self):
         super().__post_init__()

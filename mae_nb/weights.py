@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
 from .core import RunError, error_line
-from .train import check_fits, check_writable, load_checkpoint, save_checkpoint
+from .checkpoint import check_fits, check_writable, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',

@@ -11,7 +11,8 @@ from mae_nb.cli import build_parser
 from mae_nb.experiments import ABLATIONS, GPU_ABLATION, SMOKE, ablate, smoke_budget
 from mae_nb.masking import num_keep
 from mae_nb.model import MAEConfig, MaskedAutoencoder
-from mae_nb.train import batch_noise, load_model
+from mae_nb.train import batch_noise
+from mae_nb.checkpoint import load_model
 
 MAE_NB = Path(sys.executable).parent/'mae_nb'
 JSON_KEYS = {'variant', 'seed', 'changes', 'config', 'budget', 'command', 'linear_probe', 'knn', 'finetune', 'pretrain_loss',

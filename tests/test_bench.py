@@ -11,7 +11,7 @@ from mae_nb.bench import (CONTENDERS, CPU_SUITE, CUDA_SUITE, PHASES, SUITE_KINDS
                           train_flops)
 from mae_nb.cli import main
 from mae_nb.model import MAEConfig
-from mae_nb.train import TrainConfig
+from mae_nb.runs import TrainConfig
 from mae_nb.weights import have_transformers
 
 SMALL = MAEConfig(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=2,
