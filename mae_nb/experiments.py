@@ -4,24 +4,26 @@
 
 # %% ../nbs/18_experiments.ipynb #41245d54
 from __future__ import annotations
-import contextlib, io, json, os, shlex, subprocess, sys, tempfile, time
+import contextlib, io, json, os, random, shlex, subprocess, sys, tempfile, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
+import torch.nn.functional as F
 from .bench import device_name
 from .core import RunError, check_value, flag, write_json
-from .data import TensorLoader, dataset_info, load_tensor_dataset
+from .data import TensorLoader, dataset_info, load_tensor_dataset, mix_seed
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
-from .finetune import FinetuneConfig, finetune
+from .augment import finetune_augment
+from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, with_img_size
-from .train import (TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, load_model,
-                          median_img_per_s, pretrain, read_metrics, resolve_device)
+from .train import (TrainConfig, build_loader, check_positive_ints, check_result_path, check_writable, dist_setup, fit,
+                          load_checkpoint, load_model, median_img_per_s, prepare_out, pretrain, read_metrics, resolve_device)
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
            'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig', 'demo',
-           'smoke_budget', 'loss_tail_drop', 'ablation_name', 'ablation_command', 'ablate', 'ablation_study',
-           'measure_stages', 'plan_study']
+           'FinetuneConfig', 'finetune', 'smoke_budget', 'loss_tail_drop', 'ablation_name', 'ablation_command',
+           'ablate', 'ablation_study', 'measure_stages', 'plan_study']
 
 # %% ../nbs/18_experiments.ipynb #79ac3e22
 @dataclass
@@ -277,6 +279,137 @@ def _print_demo(result: dict, dc: DemoConfig, out: Path):
     m = result['machine']
     print(f"this run took {result['this_run_wall_s'] / 60:.1f} min on {m['device']} ({m['cores']} cores, {m['torch_threads']} torch threads)")
     print(f"writing {out/'demo.json'} beside {out/'checkpoint.pt'}, {out/'metrics.jsonl'}, {out/'loss.png'}, {out/'reconstructions.png'}")
+
+# %% ../nbs/18_experiments.ipynb #74682e14
+@dataclass
+class FinetuneConfig(TrainConfig):
+    "A fine-tuning (or from-scratch) classification run: `TrainConfig` with the paper's fine-tuning defaults, plus the recipe's own fields."
+    checkpoint: str | None = None   # pretrained MAE checkpoint; None: train from scratch
+    preset: str = 'fmnist'          # the architecture when training from scratch
+    img_size: int | None = None     # resolution; default the checkpoint's (the positional embedding is resized to it)
+    num_classes: int | None = None  # default: the dataset's
+    pool: str = 'mean'              # 'mean' (+ fc_norm) or 'cls'
+    layer_decay: float = 0.75
+    drop_path: float = 0.1
+    mixup: float = 0.8              # MixUp Beta(α, α); 0: off
+    cutmix: float = 1.0             # CutMix Beta(α, α); 0: off
+    smoothing: float = 0.1          # label smoothing
+    randaug_ops: int = 2            # RandAugment operations per image; 0: off
+    randaug_magnitude: float = 9.0  # RandAugment strength on 0–10 (10: the strongest)
+    randaug_mstd: float = 0.5       # std of the noise on the magnitude, per operation applied (0: none)
+    erase_prob: float = 0.25        # RandomErasing: share of the images that get a noise rectangle; 0: off
+    min_crop_scale: float = 0.08    # RandomResizedCrop's smallest crop, as a fraction of the image's area
+    eval_every: int = 1             # score the test split every N epochs (0: only at the end)
+    eval_limit: int | None = None   # score only the first N test images (quick runs)
+    holdout: int = 0                # train on all but the last N training images and score on those instead of the test split (choosing settings)
+    blr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 5.0
+    epochs: int = 50
+    out_dir: str = 'runs/finetune'
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
+        if self.checkpoint is None and self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        check_value(0 < self.layer_decay <= 1, 'layer_decay', self.layer_decay, 'in (0, 1] (1: no decay)')
+        for k in ('drop_path', 'smoothing'): check_value(0 <= getattr(self, k) < 1, k, getattr(self, k), 'in [0, 1)')
+        for k in ('mixup', 'cutmix', 'randaug_ops', 'eval_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0 (0: off)')
+        check_value(0 <= self.randaug_magnitude <= 10, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 10] (the paper: 9)')
+        check_value(self.randaug_mstd >= 0, 'randaug_mstd', self.randaug_mstd, 'at least 0 (0: no noise)')
+        check_value(0 <= self.erase_prob <= 1, 'erase_prob', self.erase_prob, 'in [0, 1] (0: off)')
+        check_positive_ints(self, 'eval_limit', optional=True)
+        check_positive_ints(self, 'img_size', optional="the checkpoint's")
+        check_value(self.holdout >= 0, 'holdout', self.holdout, 'at least 0 (0: score on the test split)')
+        check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
+
+# %% ../nbs/18_experiments.ipynb #9addc6f8
+def _dataset_classes(fc: FinetuneConfig) -> int | None:
+    "The dataset's class count: from its description, or for an image folder the number of class folders under train/."
+    known = dataset_info(fc.dataset)['num_classes']
+    if known is None and fc.dataset == 'imagefolder' and fc.data_root:
+        split = Path(fc.data_root)/'train'
+        known = len([d for d in split.iterdir() if d.is_dir()]) if split.is_dir() else None
+    return known
+
+def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
+    "The classifier of a run and, when there is one, the pretrained checkpoint it starts from."
+    ck = None
+    if fc.checkpoint is not None:
+        ck = load_checkpoint(fc.checkpoint)
+        if not isinstance(ck.get('config'), dict):
+            raise ValueError(f"{fc.checkpoint} stores no config (a released checkpoint?): convert it first, "
+                             f"`mae_nb convert {fc.checkpoint} converted.pt`, which infers the architecture from the weights")
+        cfg = MAEConfig(**ck['config'])
+    else: cfg = MAEConfig.from_preset(fc.preset)
+    if fc.img_size is not None and fc.img_size != cfg.img_size: cfg = MAEConfig(**{**asdict(cfg), 'img_size': fc.img_size})
+    info = dataset_info(fc.dataset)
+    if info['in_chans'] != cfg.in_chans:
+        raise ValueError(f"dataset {fc.dataset} has {info['in_chans']}-channel images but the {'checkpoint' if ck else 'preset'} expects "
+                         f"{cfg.in_chans}: pretrain on this dataset, or choose a matching preset")
+    known = _dataset_classes(fc)
+    num_classes = fc.num_classes or known
+    if num_classes is None: raise ValueError(f"the number of classes of {fc.dataset} is unknown: pass num_classes")
+    if known and num_classes < known:
+        raise ValueError(f"the classifier would have {num_classes} classes but {fc.dataset} has {known}: leave num_classes unset to use the dataset's")
+    model = ViTClassifier(cfg, num_classes, fc.pool, fc.drop_path)
+    if ck is not None: load_encoder(model, ck['model'], str(fc.checkpoint))
+    return model, ck
+
+# %% ../nbs/18_experiments.ipynb #3ceb731f
+def _train_and_eval_loaders(fc: FinetuneConfig, cfg: MAEConfig, rank: int, world: int, device):
+    "This rank's training batches, and a function making the evaluation batches: the test (or val) split, or the held-out training images."
+    if not fc.holdout:
+        split = 'val' if fc.dataset == 'imagefolder' else 'test'
+        return build_loader(fc, cfg, rank, world, device), lambda: build_loader(fc, cfg, 0, 1, device, split=split, train=False)
+    if fc.dataset == 'imagefolder': raise ValueError("holdout needs an in-memory dataset (fmnist, cifar10); an image folder has its own val split")
+    images, labels = load_tensor_dataset(fc.dataset, 'train', fc.data_root)
+    n = len(images) - fc.holdout
+    check_value(n >= fc.batch_size * world, 'holdout', fc.holdout, f'small enough to leave a batch of the {len(images):,} training images to train on')
+    train = build_loader(replace(fc, limit=min(fc.limit or n, n)), cfg, rank, world, device)
+    info = dataset_info(fc.dataset)
+    return train, lambda: TensorLoader(images[n:], labels[n:], fc.batch_size, img_size=cfg.img_size, train=False, mean=info['mean'],
+                                       std=info['std'], device=device)
+
+# %% ../nbs/18_experiments.ipynb #ed97f634
+def finetune(fc: FinetuneConfig) -> dict:
+    "Fine-tune a pretrained encoder (or train from scratch) as a classifier; returns `fit`'s summary plus the final and best test accuracy."
+    prepare_out(fc)
+    rank, world, device = dist_setup(fc.device, fc.deterministic)
+    torch.manual_seed(fc.seed); random.seed(fc.seed)
+    model, _ = _classifier(fc)
+    model = model.to(device)
+    loader, eval_loader = _train_and_eval_loaders(fc, model.cfg, rank, world, device)
+    info = dataset_info(fc.dataset)
+    test_loader = None
+
+    def monitor(m, epoch):
+        nonlocal test_loader
+        if epoch != fc.epochs and (fc.eval_every == 0 or epoch % fc.eval_every): return None
+        if test_loader is None:                                          # built once, on the rank that evaluates
+            test_loader = eval_loader()
+        n = len(test_loader) if fc.eval_limit is None else -(-fc.eval_limit // test_loader.batch_size)
+        return evaluate_classifier(m, (b for _, b in zip(range(n), test_loader)), device, amp=device.type == 'cuda')
+
+    mean, std = (torch.tensor(v, device=device) for v in (info['mean'], info['std']))     # on the device once, not per step
+    per_image = dict(randaug_ops=fc.randaug_ops, randaug_magnitude=fc.randaug_magnitude, randaug_mstd=fc.randaug_mstd,
+                     erase_prob=fc.erase_prob) if fc.augment else dict(randaug_ops=0, erase_prob=0)
+
+    def loss_fn(m, x, y, epoch, i):
+        seed = mix_seed(fc.seed, epoch, i, rank)
+        torch.manual_seed(seed)                                          # drop path draws from the global RNG
+        x, t = finetune_augment(x, y, model.num_classes, mean, std, torch.Generator(device=x.device).manual_seed(seed), **per_image,
+                                mixup=fc.mixup, cutmix=fc.cutmix, smoothing=fc.smoothing)
+        return F.cross_entropy(m(x).float(), t)                          # probability targets (MixUp, CutMix, smoothing)
+
+    meta = dict(config=asdict(model.cfg), num_classes=model.num_classes, pool=fc.pool, kind='classifier', pretrained=fc.checkpoint)
+    summary = fit(model, layer_decay_groups(model, fc.weight_decay, fc.layer_decay), loader, loss_fn, fc, rank, world, device,
+                  meta=meta, monitor=monitor, desc='fine-tuning' if fc.checkpoint else 'training from scratch')
+    if rank == 0:
+        accs = [r['test_acc'] for r in read_metrics(Path(fc.out_dir)/'metrics.jsonl', has='test_acc')]
+        summary.update(test_acc=accs[-1] if accs else None, best_test_acc=max(accs) if accs else None, pretrained=fc.checkpoint,
+                       eval_split='holdout' if fc.holdout else 'val' if fc.dataset == 'imagefolder' else 'test')
+    return summary
 
 # %% ../nbs/18_experiments.ipynb #e5f57c1b
 ABLATIONS: dict[str, dict | None] = {
