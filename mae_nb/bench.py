@@ -18,7 +18,6 @@ from .checkpoint import check_result_path, check_writable
 from .distributed import AMP_MODES, amp_dtype, resolve_device
 from .runs import (OutOfTime, RunPlan, TrainConfig, build_loader, check_positive_ints, make_train_step, median_img_per_s,
                          parse_duration, pretrain, read_metrics, time_limit)
-from .finetune import FinetuneConfig, finetune
 from .weights import have_transformers, hf_model
 
 # %% auto #0
@@ -545,6 +544,7 @@ def _run_result(summary: dict, out: Path):
 def _pretrain(e: SuiteEntry, bc: BenchConfig, out: Path): return _run_result(pretrain(_model_config(e), _run_config(e, bc, out)), out)
 
 def _finetune(e: SuiteEntry, bc: BenchConfig, out: Path):
+    from mae_nb.experiments import FinetuneConfig, finetune         # the run lives in the module above this one (it imports bench)
     fc = _run_config(e, bc, out, FinetuneConfig, preset=e.preset, eval_every=0, eval_limit=e.batch_size)
     return _run_result(finetune(fc), out)
 

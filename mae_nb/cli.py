@@ -10,9 +10,8 @@ from .core import ConfigError, RunError, as_flags, error_line, flag
 from .datasets import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
-from .experiments import (ABLATIONS, BUDGETS, DemoConfig, PretrainConfig, ProbeConfig, ablation_study, demo, probe,
-                                run_pretrain, write_summary)
-from .finetune import FinetuneConfig, finetune
+from .experiments import (ABLATIONS, BUDGETS, DemoConfig, FinetuneConfig, PretrainConfig, ProbeConfig, ablation_study, demo,
+                                finetune, probe, run_pretrain, write_summary)
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS, flops_table
 from .weights import convert
