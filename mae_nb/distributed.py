@@ -4,14 +4,14 @@
 
 # %% ../nbs/13_distributed.ipynb #dfedf947
 from __future__ import annotations
-import os
+import os, platform
 import torch
 import torch.distributed as dist
 from .vit import Block
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'resolve_device', 'amp_dtype', 'keep_freed_memory', 'deterministic_algorithms', 'dist_setup',
-           'compile_model', 'wrap_model', 'ranks_in_sync']
+__all__ = ['AMP_MODES', 'resolve_device', 'device_name', 'amp_dtype', 'keep_freed_memory', 'deterministic_algorithms',
+           'dist_setup', 'compile_model', 'wrap_model', 'ranks_in_sync']
 
 # %% ../nbs/13_distributed.ipynb #5e6aaa61
 def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
@@ -32,6 +32,19 @@ def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     n = torch.cuda.device_count()
     if dev.index >= n: raise ValueError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
     return dev
+
+# %% ../nbs/13_distributed.ipynb #59388204
+def _cpu_name() -> str:
+    "The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."
+    try:
+        with open('/proc/cpuinfo') as f: return next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine() or 'cpu'
+
+def device_name(device: torch.device | str) -> str:
+    "A readable name of `device`: the GPU's marketing name, or the CPU's model."
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()
+
 
 # %% ../nbs/13_distributed.ipynb #3d765a1c
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')   # mixed precision: see `amp_dtype`

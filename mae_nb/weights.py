@@ -19,7 +19,7 @@ __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_s
 
 # %% ../nbs/16_weights.ipynb #9acba7bf
 # width -> attention heads: ViT-Ti/S/B/L/H (Dosovitskiy et al.; heads of 64 channels, 16 for ViT-H),
-# the paper's decoder (512 wide, 16 heads), and every width used by the presets of notebook 04
+# the paper's decoder (512 wide, 16 heads), and every width used by the presets of notebook 05
 KNOWN_HEADS: dict[int, int] = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 512: 16}
 for _p in PRESETS.values():
     for _w, _h in ((_p['embed_dim'], _p['num_heads']), (_p['decoder_embed_dim'], _p['decoder_num_heads'])):
