@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from .core import check_value, error_line, flag, to_device, write_json, write_text
 from .loaders import DeviceDecodeLoader, decode_images, default_workers, image_bytes
-from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops
+from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops, train_flops
 from .train import batch_noise, param_groups
 from .checkpoint import check_result_path, check_writable
 from .distributed import AMP_MODES, amp_dtype, device_name, resolve_device
@@ -23,11 +23,11 @@ from .weights import have_transformers, hf_model
 
 # %% auto #0
 __all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'FIGURES', 'SUITE_KINDS', 'CUDA_SUITE',
-           'CPU_SUITE', 'FIGURE_LABELS', 'SUITE_RUNNERS', 'SUITE_FLAGS', 'peak_tflops', 'train_flops', 'synchronize',
-           'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown', 'format_breakdown',
-           'largest_batch', 'find_batch_size', 'time_to_train', 'BenchConfig', 'run_bench', 'SuiteEntry', 'suite_plan',
-           'fmt_figure', 'check_targets', 'run_speed', 'describe', 'run_entry', 'format_suite', 'device_slug',
-           'suite_command', 'run_suite', 'latest_suite']
+           'CPU_SUITE', 'FIGURE_LABELS', 'SUITE_RUNNERS', 'SUITE_FLAGS', 'peak_tflops', 'synchronize', 'bench_step',
+           'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown', 'format_breakdown', 'largest_batch',
+           'find_batch_size', 'time_to_train', 'BenchConfig', 'run_bench', 'SuiteEntry', 'suite_plan', 'fmt_figure',
+           'check_targets', 'run_speed', 'describe', 'run_entry', 'format_suite', 'device_slug', 'suite_command',
+           'run_suite', 'latest_suite']
 
 # %% ../nbs/18_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -56,23 +56,6 @@ def peak_tflops(device: torch.device | str, # the device the benchmark runs on
         for key, tf, src in PEAK_BF16_TFLOPS:
             if key.lower() in name.lower(): return tf, src
     return None, f'unknown peak for {name}: pass peak_tflops= (mae_nb bench --peak-tflops)'
-
-# %% ../nbs/18_benchmark.ipynb #ab36484e
-def train_flops(cfg: MAEConfig, # the model; `encoder_mask_tokens=True` counts the Table 1c baseline
-                mask_ratio: float | None = None, # default cfg.mask_ratio
-               ) -> dict[str, float]: # per image: encoder/decoder forward FLOPs (from `count_flops`), train FLOPs (forward + backward)
-    "FLOPs per image of one training step (forward and backward of the loss), counted on the meta device."
-    from torch.utils.flop_counter import FlopCounterMode
-    r = cfg.mask_ratio if mask_ratio is None else mask_ratio
-    cfg = replace(cfg, masking='random')                          # how many patches count, not which (as `count_flops`)
-    fwd = count_flops(cfg, r)
-    B = 2
-    with torch.device('meta'):
-        model = MaskedAutoencoder(cfg)
-        imgs = torch.empty(B, cfg.in_chans, cfg.img_size, cfg.img_size)
-        with FlopCounterMode(display=False) as fc: model(imgs, mask_ratio=r).loss.backward()
-    return dict(encoder_flops=fwd['encoder_flops'], decoder_flops=fwd['decoder_flops'],
-                forward_flops=fwd['encoder_flops'] + fwd['decoder_flops'], train_flops=fc.get_total_flops() / B)
 
 # %% ../nbs/18_benchmark.ipynb #7e513308
 def synchronize(device: torch.device):

@@ -15,10 +15,11 @@ from .datasets import dataset_info, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .augment import finetune_augment
 from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder
-from .model import PRESETS, MAEConfig, MaskedAutoencoder, with_img_size
+from .model import PRESETS, MAEConfig, MaskedAutoencoder, train_flops
 from .checkpoint import check_result_path, check_writable, load_checkpoint, load_model
 from .distributed import device_name, dist_setup, resolve_device
 from .runs import TrainConfig, build_loader, check_positive_ints, fit, median_img_per_s, prepare_out, pretrain, read_metrics
+from .weights import with_img_size
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
@@ -640,7 +641,6 @@ def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', 
                time_limit: float | None = None, # seconds of a piece: how many pieces the study needs is printed too
                **_) -> dict:
     "Print the study's plan and its estimated time on `device`, measured with short runs of the budget's stages; run nothing else."
-    from mae_nb.bench import train_flops
     check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
     b = smoke_budget(BUDGETS[budget]) if smoke else BUDGETS[budget]
     b = dict(b, epochs=epochs or b['epochs'])

@@ -11,12 +11,12 @@ import torch.nn as nn
 from .core import check_value
 from .patches import patchify, unpatchify
 from .masking import MASKINGS, check_mask_ratio, mask_noise, num_keep, random_masking
-from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
+from .pos_embed import get_2d_sincos_pos_embed
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
-           'encoder_state_dict', 'with_img_size', 'count_flops', 'flops_table']
+           'encoder_state_dict', 'count_flops', 'flops_table', 'train_flops']
 
 # %% ../nbs/05_mae.ipynb #5b848f2d
 @dataclass
@@ -236,19 +236,6 @@ def encoder_state_dict(model: MaskedAutoencoder, # a (pretrained) masked autoenc
     "The encoder's weights only (no `decoder_*`, no `mask_token`): what a ViT classifier loads."
     return {k: v for k, v in model.state_dict().items() if not is_decoder_key(k)}
 
-# %% ../nbs/05_mae.ipynb #be5d9891
-def with_img_size(model: MaskedAutoencoder, # a (pretrained) autoencoder
-                  img_size: int, # the new image side (a multiple of the patch size)
-                 ) -> MaskedAutoencoder: # a new model; `model` is unchanged
-    "The same autoencoder for images of another size: encoder and decoder positional embeddings resized to the new patch grid."
-    if img_size == model.cfg.img_size: return model
-    cfg = replace(model.cfg, img_size=img_size)
-    sd = dict(model.state_dict())
-    for k in ('pos_embed', 'decoder_pos_embed'): sd[k] = resize_pos_embed(sd[k], cfg.grid_size)
-    new = MaskedAutoencoder(cfg).to(next(model.parameters()).device)
-    new.load_state_dict(sd)
-    return new
-
 # %% ../nbs/05_mae.ipynb #f2897ba3
 def count_flops(cfg: MAEConfig, # the architecture to count
                 mask_ratio: float | None = None, # default `cfg.mask_ratio`
@@ -284,3 +271,20 @@ def flops_table(presets: list[str] | None = None, # names in `PRESETS`; default:
                     f"| {c['encoder_flops']/1e9:.2f} | {c['decoder_flops']/1e9:.2f} | {per_tok:.1%} "
                     f"| {c['decoder_flops']/c['encoder_flops']:.1%} | {c['encoder_flops_all_tokens']/c['encoder_flops']:.2f}× |")
     return '\n'.join(rows)
+
+# %% ../nbs/05_mae.ipynb #ab36484e
+def train_flops(cfg: MAEConfig, # the model; `encoder_mask_tokens=True` counts the Table 1c baseline
+                mask_ratio: float | None = None, # default cfg.mask_ratio
+               ) -> dict[str, float]: # per image: encoder/decoder forward FLOPs (from `count_flops`), train FLOPs (forward + backward)
+    "FLOPs per image of one training step (forward and backward of the loss), counted on the meta device."
+    from torch.utils.flop_counter import FlopCounterMode
+    r = cfg.mask_ratio if mask_ratio is None else mask_ratio
+    cfg = replace(cfg, masking='random')                          # how many patches count, not which (as `count_flops`)
+    fwd = count_flops(cfg, r)
+    B = 2
+    with torch.device('meta'):
+        model = MaskedAutoencoder(cfg)
+        imgs = torch.empty(B, cfg.in_chans, cfg.img_size, cfg.img_size)
+        with FlopCounterMode(display=False) as fc: model(imgs, mask_ratio=r).loss.backward()
+    return dict(encoder_flops=fwd['encoder_flops'], decoder_flops=fwd['decoder_flops'],
+                forward_flops=fwd['encoder_flops'] + fwd['decoder_flops'], train_flops=fc.get_total_flops() / B)

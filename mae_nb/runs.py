@@ -253,7 +253,10 @@ def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, t
     "The `TrainStep` of a run: AdamW + schedule, autocast as `tc.amp`, `tc.accum_iter`, DDP (several processes), `torch.compile` (`tc.compile`)."
     opt, sched = make_optimizer(groups, plan, tc, device)
     ddp = wrap_model(model, device, world, tc.compile, tc.compile_mode)
-    return TrainStep(ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter, ddp.no_sync if world > 1 else None)
+    from torch.profiler import record_function
+    step = TrainStep(ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter, ddp.no_sync if world > 1 else None)
+    step.phase = record_function                                              # its parts named for the profiler (notebook 18's breakdown)
+    return step
 
 # %% ../nbs/14_runs.ipynb #b46fe283
 class LossMeter:

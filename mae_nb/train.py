@@ -53,17 +53,18 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         self.micro = 0
 
+    phase = staticmethod(lambda name: nullcontext())   # a named part of the step: 'forward', 'backward', 'optimizer' (the engine names them for its profiler)
+
     def __call__(self, loss_fn, *args, update: bool | None = None) -> torch.Tensor:
         "Run one micro-step and return its loss, detached; `update` defaults to every `accum_iter`-th call."
-        from torch.profiler import record_function
         self.micro += 1
         update = self.micro % self.accum_iter == 0 if update is None else update
         with nullcontext() if update or self.no_sync is None else self.no_sync():
-            with record_function('forward'), torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            with self.phase('forward'), torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 loss = loss_fn(self.model, *args)
-            with record_function('backward'): self.scaler.scale(loss / self.accum_iter).backward()
+            with self.phase('backward'): self.scaler.scale(loss / self.accum_iter).backward()
         if update:
-            with record_function('optimizer'): self.update()
+            with self.phase('optimizer'): self.update()
         return loss.detach()
 
     def update(self):

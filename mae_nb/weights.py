@@ -5,16 +5,17 @@
 # %% ../nbs/16_weights.ipynb #e9f06302
 from __future__ import annotations
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
+from .pos_embed import resize_pos_embed
 from .core import RunError, error_line
 from .checkpoint import check_fits, check_writable, load_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
-           'to_timm', 'save_timm', 'hf_config', 'hf_model', 'have_transformers', 'hf_key_map', 'to_hf',
+           'to_timm', 'save_timm', 'with_img_size', 'hf_config', 'hf_model', 'have_transformers', 'hf_key_map', 'to_hf',
            'config_from_hf', 'from_hf', 'save_hf', 'load_hf', 'convert']
 
 # %% ../nbs/16_weights.ipynb #9acba7bf
@@ -114,6 +115,19 @@ def save_timm(model: MaskedAutoencoder, path: str | Path) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(encoder_state_dict(model), path)
     return path
+
+# %% ../nbs/16_weights.ipynb #be5d9891
+def with_img_size(model: MaskedAutoencoder, # a (pretrained) autoencoder
+                  img_size: int, # the new image side (a multiple of the patch size)
+                 ) -> MaskedAutoencoder: # a new model; `model` is unchanged
+    "The same autoencoder for images of another size: encoder and decoder positional embeddings resized to the new patch grid."
+    if img_size == model.cfg.img_size: return model
+    cfg = replace(model.cfg, img_size=img_size)
+    sd = dict(model.state_dict())
+    for k in ('pos_embed', 'decoder_pos_embed'): sd[k] = resize_pos_embed(sd[k], cfg.grid_size)
+    new = MaskedAutoencoder(cfg).to(next(model.parameters()).device)
+    new.load_state_dict(sd)
+    return new
 
 # %% ../nbs/16_weights.ipynb #6352eafb
 def hf_config(cfg: MAEConfig): # transformers.ViTMAEConfig

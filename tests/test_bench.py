@@ -7,10 +7,10 @@ import pytest
 import torch
 import mae_nb.bench as bench
 from mae_nb.bench import (CONTENDERS, CPU_SUITE, CUDA_SUITE, PHASES, SUITE_KINDS, BenchConfig, SuiteEntry, bench_step, benchmark,
-                          format_bench, format_breakdown, peak_tflops, run_suite, step_breakdown, suite_plan, time_steps, time_to_train,
-                          train_flops)
+                          format_bench, format_breakdown, peak_tflops, run_suite, step_breakdown, suite_plan, time_steps, time_to_train)
 from mae_nb.cli import main
-from mae_nb.model import MAEConfig
+from mae_nb.distributed import device_name
+from mae_nb.model import MAEConfig, train_flops
 from mae_nb.runs import TrainConfig
 from mae_nb.weights import have_transformers
 
@@ -115,7 +115,7 @@ def test_suite_through_the_cli(tmp_path, monkeypatch, capsys):
     assert '[2/2] fmnist-breakdown: skipped: OutOfMemoryError: CUDA out of memory' in out
     assert out.index('[2/2] fmnist-breakdown:') < out.index('| # | entry |') < out.index('wrote ')    # progress, report, files
     files = sorted(tmp_path.iterdir())
-    assert [p.suffix for p in files] == ['.json', '.md'] and files[0].stem == files[1].stem == bench.device_slug(bench.device_name('cpu'))
+    assert [p.suffix for p in files] == ['.json', '.md'] and files[0].stem == files[1].stem == bench.device_slug(device_name('cpu'))
     rep = json.loads(files[0].read_text())
     assert {'device', 'device_type', 'torch', 'date', 'command', 'total_s', 'entries'} <= set(rep)
     assert rep['command'] == f'mae_nb bench --suite --device cpu --only fmnist-dec1,fmnist-breakdown --out {tmp_path}'
