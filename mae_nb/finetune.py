@@ -385,8 +385,7 @@ class FinetuneConfig(TrainConfig):
         check_value(0 <= self.randaug_magnitude <= 10, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 10] (the paper: 9)')
         check_value(self.randaug_mstd >= 0, 'randaug_mstd', self.randaug_mstd, 'at least 0 (0: no noise)')
         check_value(0 <= self.erase_prob <= 1, 'erase_prob', self.erase_prob, 'in [0, 1] (0: off)')
-        check_positive_ints(self, 'eval_limit', optional=True)
-        check_positive_ints(self, 'img_size', optional="the checkpoint's")
+        check_positive_ints(self, 'eval_limit', optional=True); check_positive_ints(self, 'img_size', optional="the checkpoint's")
         check_value(self.holdout >= 0, 'holdout', self.holdout, 'at least 0 (0: score on the test split)')
         check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
 
