@@ -64,7 +64,7 @@ def check_fits(ckpt: dict, # a loaded checkpoint, with its weights under 'model'
     if cfg is not None and isinstance(ckpt.get('config'), dict):
         diff = [f'{k}={ckpt["config"].get(k)!r} (model: {v!r})' for k, v in asdict(cfg).items() if ckpt['config'].get(k, v) != v]
     alien = sorted({k.split('.')[0] for k in unexpected} - {k.split('.')[0] for k in own})   # parts this kind of model has not
-    if alien and not diff:
+    if alien and missing and not diff:                              # parts of its own, and without some of ours
         kind = type(model).__name__
         raise ValueError(f"{path} holds another kind of model (with {', '.join(alien)}, which a {kind} has not): "
                          f"pass {expected or 'a checkpoint of a ' + kind}")

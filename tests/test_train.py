@@ -144,3 +144,17 @@ def test_tensorboard_events_hold_the_logged_numbers(tmp_path):
     for key, v in want.items(): assert got[key] == pytest.approx(v, rel=1e-6), key   # (float32 in the event files)
     assert [e.value != 99.0 for e in ev.Scalars('train/loss') if e.step == 4] == [True]   # the killed session's step 4 is hidden
     assert ('run/first_step_s', 1) in got and ('run/first_step_s', 4) in got        # each session's first step
+
+
+def test_each_config_declares_what_a_resume_may_change():
+    "A config built on TrainConfig adds its own resumable fields; the run-defining ones still refuse a resume."
+    from dataclasses import asdict
+    from mae_nb.runs import changed_settings
+    from mae_nb.experiments import PretrainConfig
+    from mae_nb.finetune import FinetuneConfig
+    for cls, may, may_not in [(PretrainConfig, dict(knn_every=5, knn_train=100), dict(knn_every=5, seed=1)),
+                              (FinetuneConfig, dict(eval_every=3, eval_limit=64), dict(eval_every=3, mixup=0.0))]:
+        ck = dict(train_config=asdict(cls()))
+        assert changed_settings(ck, cls(**may)) == [], cls
+        assert changed_settings(ck, cls(**may_not)) == [f'`{k}` {getattr(cls(), k)!r} → {v!r}' for k, v in may_not.items() if k not in may], cls
+    assert not {'knn_every', 'eval_every'} & TrainConfig.RESUMABLE                 # TrainConfig knows only its own fields
