@@ -314,18 +314,23 @@ class FinetuneConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
-        if self.checkpoint is None and self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
-        check_value(0 < self.layer_decay <= 1, 'layer_decay', self.layer_decay, 'in (0, 1] (1: no decay)')
-        for k in ('drop_path', 'smoothing'): check_value(0 <= getattr(self, k) < 1, k, getattr(self, k), 'in [0, 1)')
-        for k in ('mixup', 'cutmix', 'randaug_ops', 'eval_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0 (0: off)')
-        check_value(0 <= self.randaug_magnitude <= 10, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 10] (the paper: 9)')
-        check_value(self.randaug_mstd >= 0, 'randaug_mstd', self.randaug_mstd, 'at least 0 (0: no noise)')
-        check_value(0 <= self.erase_prob <= 1, 'erase_prob', self.erase_prob, 'in [0, 1] (0: off)')
-        check_positive_ints(self, 'eval_limit', optional=True)
-        check_positive_ints(self, 'img_size', optional="the checkpoint's")
-        check_value(self.holdout >= 0, 'holdout', self.holdout, 'at least 0 (0: score on the test split)')
-        check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
+        _check_finetune_config(self)
+
+# %% ../nbs/17_experiments.ipynb #9ed86a95
+def _check_finetune_config(self: FinetuneConfig):
+    "Refuse, in one line naming the field, every value fine-tuning cannot use (after `TrainConfig`'s own checks)."
+    if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
+    if self.checkpoint is None and self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+    check_value(0 < self.layer_decay <= 1, 'layer_decay', self.layer_decay, 'in (0, 1] (1: no decay)')
+    for k in ('drop_path', 'smoothing'): check_value(0 <= getattr(self, k) < 1, k, getattr(self, k), 'in [0, 1)')
+    for k in ('mixup', 'cutmix', 'randaug_ops', 'eval_every'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0 (0: off)')
+    check_value(0 <= self.randaug_magnitude <= 10, 'randaug_magnitude', self.randaug_magnitude, 'in [0, 10] (the paper: 9)')
+    check_value(self.randaug_mstd >= 0, 'randaug_mstd', self.randaug_mstd, 'at least 0 (0: no noise)')
+    check_value(0 <= self.erase_prob <= 1, 'erase_prob', self.erase_prob, 'in [0, 1] (0: off)')
+    check_positive_ints(self, 'eval_limit', optional=True)
+    check_positive_ints(self, 'img_size', optional="the checkpoint's")
+    check_value(self.holdout >= 0, 'holdout', self.holdout, 'at least 0 (0: score on the test split)')
+    check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
 
 # %% ../nbs/17_experiments.ipynb #9addc6f8
 def _dataset_classes(fc: FinetuneConfig) -> int | None:
