@@ -10,8 +10,8 @@ import torch.distributed as dist
 from .vit import Block
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'resolve_device', 'device_name', 'amp_dtype', 'keep_freed_memory', 'deterministic_algorithms',
-           'dist_setup', 'compile_model', 'wrap_model', 'ranks_in_sync']
+__all__ = ['AMP_MODES', 'resolve_device', 'device_name', 'amp_dtype', 'keep_freed_memory', 'return_freed_memory',
+           'deterministic_algorithms', 'dist_setup', 'compile_model', 'wrap_model', 'ranks_in_sync']
 
 # %% ../nbs/13_distributed.ipynb #5e6aaa61
 def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
@@ -60,13 +60,20 @@ def amp_dtype(amp: str, # one of AMP_MODES
 # %% ../nbs/13_distributed.ipynb #efb5c69e
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters (malloc.h)
 
-def keep_freed_memory() -> bool: # whether the setting took effect (False: not glibc)
-    "Make glibc's malloc keep freed memory for reuse instead of returning it to the OS (fewer page faults per training step on a CPU)."
+def _set_thresholds(mmap: int, trim: int) -> bool:
     import ctypes, ctypes.util
     try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
     except OSError: return False
     if not hasattr(libc, 'mallopt') or not hasattr(libc, 'gnu_get_libc_version'): return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))   # 32 MB: glibc's maximum
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap) and libc.mallopt(_M_TRIM_THRESHOLD, trim))
+
+def keep_freed_memory() -> bool: # whether the setting took effect (False: not glibc)
+    "Make glibc's malloc keep freed memory for reuse instead of returning it to the OS (fewer page faults per training step on a CPU)."
+    return _set_thresholds(32 << 20, 1 << 30)                      # 32 MB: glibc's maximum mmap threshold
+
+def return_freed_memory() -> bool: # whether the setting took effect (False: not glibc)
+    "Undo `keep_freed_memory`: glibc's documented default thresholds (128 KiB), freed memory going back to the OS."
+    return _set_thresholds(128 << 10, 128 << 10)
 
 # %% ../nbs/13_distributed.ipynb #a2825886
 def deterministic_algorithms():
