@@ -7,6 +7,7 @@
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
     python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/, checked in Chromium
     python3 run.py lab      # read along and run the notebooks in JupyterLab: `jupyter lab nbs/` (extra arguments go to it)
+    python3 run.py lesson-model [--to DIR] [DEMO FLAGS]   # re-make models/fmnist-mae.pt (+ .json provenance), the lessons' trained MAE
 
 Each creates the virtual environment .venv/ on first use and installs the package with its dev
 extras; it reinstalls when the contents of settings.ini, setup.py or pyproject.toml change.
@@ -267,11 +268,15 @@ def doc_notebook(path: Path):
         if c.cell_type == 'raw' or d.get('include:') == ['false']: continue
         src = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
         if c.cell_type == 'markdown': cells.append(nbformat.v4.new_markdown_cell(src)); continue
-        cell = nbformat.v4.new_code_cell(src, outputs=[] if d.get('output:') == ['false'] else c.get('outputs', []))
+        outs = [o for o in c.get('outputs', []) if WIDGET not in o.get('data', {})]   # live controls need a kernel: the page keeps their static figure
+        cell = nbformat.v4.new_code_cell(src, outputs=[] if d.get('output:') == ['false'] else outs)
         if d.get('echo:') == ['false'] or not src.strip(): cell.metadata['tags'] = ['remove_input']
         cells.append(cell)
     out = nbformat.v4.new_notebook(cells=cells, metadata=dict(nb.metadata))
     return nbformat.reads(json.dumps(out), as_version=4), getattr(nb, 'frontmatter_', {})   # (joins multi-line fields)
+
+
+WIDGET = 'application/vnd.jupyter.widget-view+json'
 
 
 def build_site(out: Path = SITE, notebooks: list[Path] | None = None) -> list[Path]:
@@ -549,12 +554,64 @@ def cmd_demo_vs(ref: str, env: dict):
           f"(written to {path.relative_to(ROOT)})")
 
 
+LESSON_MODEL = ROOT/'models'/'fmnist-mae.pt'
+
+
+def cmd_lesson_model(rest, env):
+    """Re-make the trained model the lesson notebooks load (models/fmnist-mae.pt): `mae_nb demo` (the demo's recipe and seed)
+    in a temporary folder, then its weights and configuration without the optimiser's state, and the provenance beside them
+    (fmnist-mae.json: command, commit, seed, final loss, probe accuracies, machine, time) and its training log. Extra arguments go to the demo;
+    `--to DIR` writes into DIR instead of models/ (the test makes a tiny one that way); `--from RUN` exports the finished demo
+    run in RUN instead of running one (its provenance then says so)."""
+    import tempfile
+    opts = {}
+    for flag in ('--to', '--from'):
+        if flag in rest:
+            i = rest.index(flag); opts[flag] = Path(rest[i + 1]).resolve(); rest = rest[:i] + rest[i + 2:]
+    to, env = opts.get('--to', LESSON_MODEL.parent), {**env, 'PYTHONPATH': str(ROOT)}
+    if '--from' in opts: return sh(BIN/'python', ROOT/'run.py', '_lesson_model', opts['--from'], to, '--from', opts['--from'], env=env)
+    with tempfile.TemporaryDirectory(prefix='mae_nb-lesson-model-') as work:
+        run = Path(work)/'demo'
+        sh(BIN/'python', '-c', 'from mae_nb.cli import main; main()', 'demo', '--out', run, '--no-progress', *rest, env=env)
+        sh(BIN/'python', ROOT/'run.py', '_lesson_model', run, to, *rest, env=env)
+
+
+def export_lesson_model(run: Path, to: Path, demo_args: list[str]):
+    "Inside .venv: the demo run in `run` -> `to`/fmnist-mae.pt (weights and config, loadable with weights_only) + fmnist-mae.json."
+    import datetime, hashlib, json, platform, torch
+    ck = torch.load(run/'checkpoint.pt', map_location='cpu', weights_only=True)
+    res = json.loads((run/'demo.json').read_text())
+    to.mkdir(parents=True, exist_ok=True)
+    pt, tmp = to/LESSON_MODEL.name, to/(LESSON_MODEL.name + '.tmp')
+    torch.save(dict(config=ck['config'], model=ck['model']), tmp); os.replace(tmp, pt)
+    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    prov = dict(
+        command=' '.join(['python3 run.py lesson-model', *(os.path.relpath(a, ROOT) if os.path.isabs(str(a)) else str(a) for a in demo_args)]), commit=git('rev-parse', 'HEAD'),
+        uncommitted_changes=bool(git('status', '--porcelain', '--untracked-files=no')), seed=ck.get('train_config', {}).get('seed', 0),
+        recipe={k: res['demo_config'][k] for k in ('epochs', 'batch_size', 'blr', 'warmup_epochs', 'decoder_depth', 'mask_ratio', 'limit')},
+        steps=res['pretrain']['step'], final_loss=round(res['pretrain']['final_loss'], 4),
+        linear_probe=res['pretrained']['linear_probe'], knn=res['pretrained']['knn'],
+        linear_probe_random_init=res['random_init']['linear_probe'], probe_test_images=res['pretrained']['eval_images'],
+        pretrain_minutes=round(res['pretrain_wall_s'] / 60, 1), machine=res['machine'], torch=torch.__version__,
+        python=platform.python_version(), made=datetime.date.today().isoformat(),
+        sha256=hashlib.sha256(pt.read_bytes()).hexdigest(), megabytes=round(pt.stat().st_size / 2**20, 2))
+    if '--from' in demo_args:                        # an earlier demo run, exported: when it ran, not the commit it ran at
+        prov.update(commit=None, exported_at_commit=prov['commit'], demo_finished=datetime.datetime.fromtimestamp(
+            (run/'checkpoint.pt').stat().st_mtime, datetime.timezone.utc).isoformat(timespec='minutes'),
+            note='exported from a finished `mae_nb demo` run (same recipe and seed); `python3 run.py lesson-model` re-makes it from scratch')
+    (to/'fmnist-mae.json').write_text(json.dumps(prov, indent=1) + '\n')
+    (to/'fmnist-mae-metrics.jsonl').write_text((run/'metrics.jsonl').read_text())     # its training log, for the loss curve
+    print(f"wrote {pt} ({prov['megabytes']} MB) and its provenance {to/'fmnist-mae.json'}: loss {prov['final_loss']}, "
+          f"linear probe {prov['linear_probe']} % (random init {prov['linear_probe_random_init']} %)")
+
+
 def main(argv):
-    cmds = ('demo', 'demo-vs', 'test', 'readme', 'site', 'lab')
-    if not argv or argv[0] not in cmds + ('_readme', '_site'):
+    cmds = ('demo', 'demo-vs', 'test', 'readme', 'site', 'lab', 'lesson-model')
+    if not argv or argv[0] not in cmds + ('_readme', '_site', '_lesson_model'):
         print(__doc__); sys.exit(0 if argv[:1] in ([], ['-h'], ['--help']) else 2)
     cmd, rest = argv[0], argv[1:]
     if cmd == '_readme': return cmd_readme()          # already inside .venv
+    if cmd == '_lesson_model': return export_lesson_model(Path(rest[0]), Path(rest[1]), rest[2:])
     if cmd == '_site': return cmd_site('--serve' in rest, *[int(a) for a in rest if a.isdigit()])
     ensure_venv()
     env = venv_env()
@@ -567,6 +624,7 @@ def main(argv):
         ensure_chromium()
         sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
     elif cmd == 'lab': cmd_lab(rest, env)
+    elif cmd == 'lesson-model': cmd_lesson_model(rest, env)
     elif cmd == 'test':
         ensure_chromium()                            # the website's browser tests fail (not skip) without it
         env['MAE_NB_REQUIRE_BROWSER'] = '1'

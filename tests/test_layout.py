@@ -19,8 +19,10 @@ MACHINERY = re.compile(r'\b(fcntl|flock|signal\.|os\.replace|pin_memory|is_pinne
                        r'torch\.profiler|perf_counter|time\.time\(|resource\.getrusage)')
 # the aims: a lesson notebook reads in a sitting (~250 code lines), the whole lesson ~1,800, no module over ~400 lines.
 # Where the project is not there yet, the size of today is the ceiling (a test fails if it grows): lower these as the
-# notebooks and modules are trimmed or split, and delete an entry once it meets the aim.
-LESSON_LINES, TRACK_LINES, MODULE_LINES = 300, 2_250, 400
+# notebooks and modules are trimmed or split, and delete an entry once it meets the aim. The track's ceiling was raised
+# from 2,250 for the lessons issue 20 added (the trained model, images vs words, the mask ratio, the explorer, partial
+# fine-tuning, why it scales): trimming the older notebooks (00, 05, 08) is what brings it down.
+LESSON_LINES, TRACK_LINES, MODULE_LINES = 300, 2_450, 400
 NOT_YET_SHORT = {'00_data.ipynb': 380, '05_mae.ipynb': 460, '08_evaluate.ipynb': 325}
 NOT_YET_SPLIT = {'bench': 710, 'experiments': 675, 'runs': 450}
 

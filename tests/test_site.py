@@ -246,6 +246,16 @@ def test_pages_in_a_browser(site, browser):
     for p, (n, _) in found.items(): assert n == len(pages[p].imgs), f'{p.name}: Chromium shows {n} images, the HTML has {len(pages[p].imgs)}'
 
 
+def test_explorer_has_its_static_copy(site):
+    "The page of the live explorer shows its first figure in its place, and nothing of the widget (which needs a kernel)."
+    out, pages, _ = site
+    html = (out/'visualize.html').read_text()
+    assert 'Explore-it-yourself' in pages[(out/'visualize.html').resolve()].ids
+    after = html[html.index('id="Explore-it-yourself"'):]
+    assert '<img' in after, 'no static figure after the explorer heading'
+    assert 'VBox(' not in html and run.WIDGET not in html, 'the widget itself is on the page'
+
+
 PNG_1x1 = ('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')
 
 
