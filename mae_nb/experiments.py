@@ -428,6 +428,7 @@ ABLATIONS: dict[str, dict | None] = {
     'norm_pix': dict(norm_pix_loss=True),
     'block_0.5': dict(masking='block', mask_ratio=0.5), 'block': dict(masking='block'), 'grid': dict(masking='grid'),
     'encoder_mask_tokens': dict(encoder_mask_tokens=True),
+    'loss_all': dict(loss_all_patches=True),   # the loss on every patch, visible ones too
     'random_init': None,                       # no pretraining: the reference
 }
 

@@ -36,6 +36,7 @@ class MAEConfig:
     mask_ratio: float = 0.75        # default fraction of patches removed
     masking: str = 'random'         # how patches are chosen: 'random', 'block' or 'grid'
     encoder_mask_tokens: bool = False  # the paper's Table 1c baseline: the encoder sees every position, mask tokens in place of removed patches
+    loss_all_patches: bool = False  # an ablation: the loss counts the visible patches too (the paper: removed patches only)
 
     def __post_init__(self): _check_config(self)
 
@@ -196,6 +197,7 @@ def forward_loss(self: MaskedAutoencoder,
     target = patchify(imgs, self.cfg.patch_size)                    # (B, N, p*p*C)
     if self.cfg.norm_pix_loss: target = patch_norm(target)[0]
     loss = ((pred - target) ** 2).mean(dim=-1)                     # (B, N) per patch
+    if self.cfg.loss_all_patches: return loss.mean()                # the ablation: every patch
     return (loss * mask).sum() / mask.sum().clamp(min=1)            # removed patches only
 
 @patch_to(MaskedAutoencoder)
