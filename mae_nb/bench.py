@@ -214,7 +214,7 @@ def time_encoders(presets: tuple[str, ...] = SCALING_PRESETS, # names in `PRESET
                   batch_size: int = 1, repeats: int = 3, # images per forward; timed forwards of each encoder (the median counts)
                   mask_ratio: float = 0.75, threads: int = 1, # fraction of patches removed; CPU threads while timing
                  ) -> dict: # settings; per preset: ms per image and GFLOPs of each encoder, and the ratios mask tokens / visible only
-    "CPU time of the encoder's forward on one batch, over the visible patches only and over every patch with mask tokens (Table 1c), in turn."
+    "CPU time (`time.process_time`) of the encoder's forward on one batch, over the visible patches only and over every patch with mask tokens (Table 1c), in turn."
     was, rows = torch.get_num_threads(), {}
     torch.set_num_threads(threads)
     try:
@@ -226,8 +226,8 @@ def time_encoders(presets: tuple[str, ...] = SCALING_PRESETS, # names in `PRESET
             imgs, noise, ms = torch.rand(batch_size, cfg.in_chans, cfg.img_size, cfg.img_size), torch.rand(batch_size, cfg.num_patches), {}
             for r in range(repeats + 1):                                   # round 0 warms up; the order alternates
                 for k, m in [('visible', visible), ('mask_tokens', tokens)][::1 - 2 * (r % 2)]:
-                    t0 = time.perf_counter(); m.forward_encoder(imgs, mask_ratio, noise)
-                    if r: ms.setdefault(k, []).append(1e3 * (time.perf_counter() - t0) / batch_size)
+                    t0 = time.process_time(); m.forward_encoder(imgs, mask_ratio, noise)   # CPU time: other jobs' turns not counted
+                    if r: ms.setdefault(k, []).append(1e3 * (time.process_time() - t0) / batch_size)
             med = {k: statistics.median(v) for k, v in ms.items()}
             gf = {k: count_flops(replace(cfg, encoder_mask_tokens=k == 'mask_tokens'), mask_ratio)['encoder_flops'] / 1e9 for k in ms}
             rows[name] = row = dict(ms_per_img=med, all_ms=ms, gflops=gf, time_ratio=med['mask_tokens'] / med['visible'], flop_ratio=gf['mask_tokens'] / gf['visible'])
