@@ -106,7 +106,7 @@ def folder_classes(root: str | Path | None, # the folder holding one folder per 
                    split: str = 'train', # the split to check (with train/, whose classes are the labels)
                   ) -> list[str]: # the class names in label order: train/'s class folders, sorted
     "The classes of an image folder, checked: `split` and `train/` exist and hold class folders, and `split` has none that `train/` lacks."
-    if root is None: raise ValueError(f"an image folder needs `data_root`: {_MISSING_SPLIT.split('; ')[0]}")
+    if root is None: raise ValueError("an image folder needs `data_root`: the folder holding its splits, as ImageNet's train/ and val/")
     root = Path(root)
     for s in dict.fromkeys(('train', split)):
         folder = root/s
