@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from .core import RunError, check_value, flag, save_figure, write_json
 from .data import TensorLoader, mix_seed
-from .datasets import dataset_info, load_tensor_dataset
+from .datasets import dataset_info, folder_classes, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .augment import finetune_augment
 from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder
@@ -333,12 +333,9 @@ def _check_finetune_config(self: FinetuneConfig):
 
 # %% ../nbs/17_experiments.ipynb #9addc6f8
 def _dataset_classes(fc: FinetuneConfig) -> int | None:
-    "The dataset's class count: from its description, or for an image folder the number of class folders under train/."
-    known = dataset_info(fc.dataset)['num_classes']
-    if known is None and fc.dataset == 'imagefolder' and fc.data_root:
-        split = Path(fc.data_root)/'train'
-        known = len([d for d in split.iterdir() if d.is_dir()]) if split.is_dir() else None
-    return known
+    "The dataset's class count: from its description, or for an image folder train/'s class folders (the val/ it evaluates on checked too)."
+    if fc.dataset != 'imagefolder': return dataset_info(fc.dataset)['num_classes']
+    return len(folder_classes(fc.data_root, 'train' if fc.holdout else 'val'))
 
 def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     "The classifier of a run and, when there is one, the pretrained checkpoint it starts from."
@@ -368,8 +365,9 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
 def _train_and_eval_loaders(fc: FinetuneConfig, cfg: MAEConfig, rank: int, world: int, device):
     "This rank's training batches, and a function making the evaluation batches: the test (or val) split, or the held-out training images."
     if not fc.holdout:
-        split = 'val' if fc.dataset == 'imagefolder' else 'test'
-        return build_loader(fc, cfg, rank, world, device), lambda: build_loader(fc, cfg, 0, 1, device, split=split, train=False)
+        train = build_loader(fc, cfg, rank, world, device)
+        test = build_loader(fc, cfg, 0, 1, device, split='val' if fc.dataset == 'imagefolder' else 'test', train=False)   # read now, not
+        return train, lambda: test                                       # after an epoch: a missing or damaged split stops the run before it starts
     if fc.dataset == 'imagefolder': raise ValueError("holdout needs an in-memory dataset (fmnist, cifar10); an image folder has its own val split")
     images, labels = load_tensor_dataset(fc.dataset, 'train', fc.data_root)
     n = len(images) - fc.holdout
@@ -394,7 +392,7 @@ def finetune(fc: FinetuneConfig) -> dict:
     def monitor(m, epoch):
         nonlocal test_loader
         if epoch != fc.epochs and (fc.eval_every == 0 or epoch % fc.eval_every): return None
-        if test_loader is None:                                          # built once, on the rank that evaluates
+        if test_loader is None:                                          # (made before the first step, its files checked)
             test_loader = eval_loader()
         n = len(test_loader) if fc.eval_limit is None else -(-fc.eval_limit // test_loader.batch_size)
         return evaluate_classifier(m, (b for _, b in zip(range(n), test_loader)), device, amp=device.type == 'cuda')
