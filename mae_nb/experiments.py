@@ -25,8 +25,8 @@ from .weights import with_img_size
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PARTIAL_TUNINGS', 'PretrainConfig',
            'write_summary', 'run_pretrain', 'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe',
            'DemoConfig', 'demo', 'FinetuneConfig', 'finetune', 'smoke_budget', 'loss_tail_drop', 'ablation_name',
-           'ablation_command', 'ablate', 'ablation_study', 'measure_stages', 'plan_study', 'file_sha256',
-           'finetune_command', 'partial_finetune']
+           'ablation_command', 'ablate', 'ablation_study', 'measure_stages', 'plan_study', 'finetune_command',
+           'partial_finetune']
 
 # %% ../nbs/17_experiments.ipynb #79ac3e22
 @dataclass
@@ -679,50 +679,40 @@ def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', 
 # %% ../nbs/17_experiments.ipynb #56757f03
 PARTIAL_TUNINGS = ('0', 'mlp', '1', '2', 'all')
 
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
-
 def finetune_command(fc: FinetuneConfig) -> str:
     "The `mae_nb finetune` command line of `fc`: a flag for every field that differs from its default."
-    out = []
-    for f in fields(fc):
-        v = getattr(fc, f.name)
-        if v == f.default or f.name in ('progress', 'resume'): continue
-        out.append((flag(f.name) if v else '--no-' + flag(f.name)[2:]) if isinstance(v, bool) else f'{flag(f.name)} {shlex.quote(str(v))}')
-    return ' '.join(['mae_nb finetune'] + out)
+    flags = [(flag(f.name) if v else '--no-' + flag(f.name)[2:]) if isinstance(v, bool) else f'{flag(f.name)} {shlex.quote(str(v))}'
+             for f in fields(fc) if (v := getattr(fc, f.name)) != f.default and f.name not in ('progress', 'resume')]
+    return ' '.join(['mae_nb finetune', *flags])
 
 # %% ../nbs/17_experiments.ipynb #584af868
 def partial_finetune(checkpoint: str, # a pretraining checkpoint, or a weights file with 'config' and 'model'
                      tunings=PARTIAL_TUNINGS, # values of `tune_blocks`, one run each
                      out: str | Path = 'results/partial_finetune', work: str | Path = 'runs/partial_finetune',
-                     epochs: int | None = None, # fine-tuning epochs instead of the budget's
-                     smoke: bool = False, device: str = 'auto', force: bool = False) -> list[dict]:
-    "Fine-tune `checkpoint` once per `tune_blocks` value with the CPU budget's recipe; writes OUT/tune-K.json per run (reused if of this checkpoint)."
-    b = smoke_budget(ABLATION) if smoke else ABLATION
-    b = dict(b, finetune_epochs=epochs or b['finetune_epochs'])
+                     smoke: bool = False, device: str = 'auto') -> list[dict]:
+    "Fine-tune `checkpoint` once per `tune_blocks` value with the CPU budget's recipe (OUT/tune-K.json each), and probe it (OUT/probe.json); reuses files of this checkpoint."
+    import hashlib
+    b, digest, results = smoke_budget(ABLATION) if smoke else ABLATION, hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), []
     check_writable(out, 'out'); check_writable(work, 'work')
-    digest, results = file_sha256(checkpoint), []
     for k in map(str, tunings):
         path = Path(out)/f'tune-{k}.json'
-        old = json.loads(path.read_text()) if path.exists() and not force else {}
-        if (old.get('checkpoint_sha256'), old.get('epochs')) == (digest, b['finetune_epochs']):   # this very run: reused
-            results.append(old); continue
+        if path.exists() and json.loads(path.read_text()).get('checkpoint_sha256') == digest:   # this very run: reused
+            results.append(json.loads(path.read_text())); continue
         common = dict(dataset='fmnist', seed=0, device=device, resume=True, progress=False, log_every=10, tune_blocks=k)
         fc = _finetune_config(b, str(checkpoint), Path(work)/f'tune-{k}', common)
-        model, _ = _classifier(fc)
-        t0, ft = time.perf_counter(), finetune(fc)
-        res = dict(tune_blocks=k, test_acc=ft['test_acc'], depth=model.cfg.depth,
+        t0, model, ft = time.perf_counter(), _classifier(fc)[0], finetune(fc)
+        res = dict(tune_blocks=k, test_acc=ft['test_acc'], depth=model.cfg.depth, epochs=fc.epochs, train_images=fc.limit,
                    trained_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   all_params=sum(p.numel() for n, p in model.named_parameters() if n != 'pos_embed'),
-                   checkpoint=str(checkpoint), checkpoint_sha256=digest, command=finetune_command(fc), epochs=fc.epochs,
-                   train_images=fc.limit, eval_images=fc.eval_limit or 10_000, train_s=ft['train_s'], wall_s=round(time.perf_counter() - t0, 1),
-                   torch=torch.__version__, device=str(resolve_device(device)), threads=torch.get_num_threads())
-        print(f"tune_blocks {k:>3}: {res['trained_params']:>9,} of {res['all_params']:,} parameters trained, test accuracy "
-              f"{res['test_acc']:.2f} % ({res['train_s']:.0f} s)", flush=True)
+                   all_params=sum(p.numel() for n, p in model.named_parameters() if n != 'pos_embed'), checkpoint=str(checkpoint),
+                   checkpoint_sha256=digest, command=finetune_command(fc), eval_images=fc.eval_limit or 10_000, train_s=ft['train_s'],
+                   wall_s=round(time.perf_counter() - t0, 1), torch=torch.__version__,
+                   device=str(resolve_device(device)), threads=torch.get_num_threads())
+        print(f"tune_blocks {k:>3}: {res['trained_params']:>9,} of {res['all_params']:,} parameters trained, test accuracy {res['test_acc']:.2f} %", flush=True)
         write_json(path, res)
         results.append(res)
+    path = Path(out)/'probe.json'                          # the same encoder's linear probe (90 epochs on its features), for reference
+    if not path.exists() or json.loads(path.read_text()).get('checkpoint_sha256') != digest:
+        probe = probe_encoder(load_model(checkpoint), pool=b['pool'], epochs=b['probe_epochs'], limit=b['probe_train'], device=device,
+                               eval_limit=b.get('eval_limit'))
+        write_json(path, dict(probe, checkpoint=str(checkpoint), checkpoint_sha256=digest))
     return results

@@ -156,14 +156,10 @@ def tune_blocks(model: ViTClassifier,
     k = L if k == 'all' else int(k) if str(k).isdigit() else k
     check_value(k == 'mlp' or isinstance(k, int) and 0 <= k <= L, 'tune_blocks', k,
                 f"0–{L} (blocks tuned from the end; 0: a linear probe), 'mlp' (only the last block's MLP) or 'all'")
-    first = L - 1 if k == 'mlp' else L - k                           # the first block that learns
-    def tuned(name: str) -> bool:
-        top = name.split('.')[0]
-        if top in ('head', 'fc_norm', 'norm'): return True
-        if top != 'blocks': return k == L                            # patch embedding, cls token: only with every block
-        i, part = int(name.split('.')[1]), name.split('.')[2]
-        return i >= first and (k != 'mlp' or part in ('norm2', 'mlp'))
-    for name, p in model.named_parameters():
-        if name != 'pos_embed': p.requires_grad_(tuned(name))        # the sine-cosine positions stay fixed
-    for blk in model.blocks[:first]: blk.drop_path, blk.drops = 0.0, False
+    first = L - 1 if k == 'mlp' else L - k                                    # the first block that learns
+    for name, p in model.named_parameters():                                  # head, norms: always; pos_embed: never
+        part = name.split('.')
+        if part[0] == 'blocks': p.requires_grad_(int(part[1]) >= first and (k != 'mlp' or part[2] in ('norm2', 'mlp')))
+        elif part[0] in ('cls_token', 'patch_embed'): p.requires_grad_(k == L)    # only with every block
+    for blk in model.blocks[:first]: blk.drop_path, blk.drops = 0.0, False      # a frozen block is a fixed function
     return [n for n, p in model.named_parameters() if p.requires_grad]
