@@ -14,7 +14,7 @@ from .data import TensorLoader, mix_seed
 from .datasets import dataset_info, folder_classes, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .augment import finetune_augment
-from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder
+from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder, tune_blocks
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, train_flops
 from .checkpoint import check_result_path, check_writable, load_checkpoint, load_model, stop_children
 from .distributed import device_name, dist_setup, resolve_device
@@ -22,10 +22,11 @@ from .runs import TrainConfig, build_loader, check_positive_ints, fit, median_im
 from .weights import with_img_size
 
 # %% auto #0
-__all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PretrainConfig', 'write_summary', 'run_pretrain',
-           'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe', 'DemoConfig', 'demo',
-           'FinetuneConfig', 'finetune', 'smoke_budget', 'loss_tail_drop', 'ablation_name', 'ablation_command',
-           'ablate', 'ablation_study', 'measure_stages', 'plan_study']
+__all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PARTIAL_TUNINGS', 'PretrainConfig',
+           'write_summary', 'run_pretrain', 'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe',
+           'DemoConfig', 'demo', 'FinetuneConfig', 'finetune', 'smoke_budget', 'loss_tail_drop', 'ablation_name',
+           'ablation_command', 'ablate', 'ablation_study', 'measure_stages', 'plan_study', 'finetune_command',
+           'partial_finetune']
 
 # %% ../nbs/17_experiments.ipynb #79ac3e22
 @dataclass
@@ -293,6 +294,7 @@ class FinetuneConfig(TrainConfig):
     pool: str = 'mean'              # 'mean' (+ fc_norm) or 'cls'
     layer_decay: float = 0.75
     drop_path: float = 0.1
+    tune_blocks: str = 'all'        # fine-tune only the last K blocks (0: a linear probe of the frozen encoder), mlp (the last block's MLP), or all
     mixup: float = 0.8              # MixUp Beta(α, α); 0: off
     cutmix: float = 1.0             # CutMix Beta(α, α); 0: off
     smoothing: float = 0.1          # label smoothing
@@ -313,6 +315,7 @@ class FinetuneConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.tune_blocks = str(self.tune_blocks)             # 2 and '2' are one setting (resume compares them)
         _check_finetune_config(self)
 
 # %% ../nbs/17_experiments.ipynb #9ed86a95
@@ -329,6 +332,7 @@ def _check_finetune_config(self: FinetuneConfig):
     check_positive_ints(self, 'eval_limit', optional=True)
     check_positive_ints(self, 'img_size', optional="the checkpoint's")
     check_value(self.holdout >= 0, 'holdout', self.holdout, 'at least 0 (0: score on the test split)')
+    check_value(self.tune_blocks in ('all', 'mlp') or self.tune_blocks.isdigit(), 'tune_blocks', self.tune_blocks, "a number of blocks (0: a linear probe), 'mlp' or 'all'")
     check_value(self.num_classes is None or self.num_classes >= 2, 'num_classes', self.num_classes, "at least 2 (or left out: the dataset's)")
 
 # %% ../nbs/17_experiments.ipynb #9addc6f8
@@ -359,6 +363,7 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
         raise ValueError(f"the classifier would have {num_classes} classes but {fc.dataset} has {known}: leave num_classes unset to use the dataset's")
     model = ViTClassifier(cfg, num_classes, fc.pool, fc.drop_path)
     if ck is not None: load_encoder(model, ck['model'], str(fc.checkpoint))
+    tune_blocks(model, fc.tune_blocks)                                # the rest frozen: out of the optimizer
     return model, ck
 
 # %% ../nbs/17_experiments.ipynb #3ceb731f
@@ -670,3 +675,44 @@ def plan_study(runs: list[tuple[str, int]], jobs: int = 1, budget: str = 'cpu', 
         print(f"in pieces of {time_limit / 60:g} min (--time-limit): {pieces} piece(s), the same command run {pieces} time(s); finished "
               "runs are kept and skipped, an unfinished one resumes from its last checkpoint")
     return dict(runs=len(runs), jobs=jobs, budget=b, measured=m, seconds=secs, serial_s=serial, best_s=serial / jobs, pieces=pieces)
+
+# %% ../nbs/17_experiments.ipynb #56757f03
+PARTIAL_TUNINGS = ('0', 'mlp', '1', '2', 'all')
+
+def finetune_command(fc: FinetuneConfig) -> str:
+    "The `mae_nb finetune` command line of `fc`: a flag for every field that differs from its default."
+    flags = [(flag(f.name) if v else '--no-' + flag(f.name)[2:]) if isinstance(v, bool) else f'{flag(f.name)} {shlex.quote(str(v))}'
+             for f in fields(fc) if (v := getattr(fc, f.name)) != f.default and f.name not in ('progress', 'resume')]
+    return ' '.join(['mae_nb finetune', *flags])
+
+# %% ../nbs/17_experiments.ipynb #584af868
+def partial_finetune(checkpoint: str, # a pretraining checkpoint, or a weights file with 'config' and 'model'
+                     tunings=PARTIAL_TUNINGS, # values of `tune_blocks`, one run each
+                     out: str | Path = 'results/partial_finetune', work: str | Path = 'runs/partial_finetune',
+                     smoke: bool = False, device: str = 'auto') -> list[dict]:
+    "Fine-tune `checkpoint` once per `tune_blocks` value with the CPU budget's recipe (OUT/tune-K.json each), and probe it (OUT/probe.json); reuses files of this checkpoint."
+    import hashlib
+    b, digest, results = smoke_budget(ABLATION) if smoke else ABLATION, hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), []
+    check_writable(out, 'out'); check_writable(work, 'work')
+    for k in map(str, tunings):
+        path = Path(out)/f'tune-{k}.json'
+        if path.exists() and json.loads(path.read_text()).get('checkpoint_sha256') == digest:   # this very run: reused
+            results.append(json.loads(path.read_text())); continue
+        common = dict(dataset='fmnist', seed=0, device=device, resume=True, progress=False, log_every=10, tune_blocks=k)
+        fc = _finetune_config(b, str(checkpoint), Path(work)/f'tune-{k}', common)
+        t0, model, ft = time.perf_counter(), _classifier(fc)[0], finetune(fc)
+        res = dict(tune_blocks=k, test_acc=ft['test_acc'], depth=model.cfg.depth, epochs=fc.epochs, train_images=fc.limit,
+                   trained_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   all_params=sum(p.numel() for n, p in model.named_parameters() if n != 'pos_embed'), checkpoint=str(checkpoint),
+                   checkpoint_sha256=digest, command=finetune_command(fc), eval_images=fc.eval_limit or 10_000, train_s=ft['train_s'],
+                   wall_s=round(time.perf_counter() - t0, 1), torch=torch.__version__,
+                   device=str(resolve_device(device)), threads=torch.get_num_threads())
+        print(f"tune_blocks {k:>3}: {res['trained_params']:>9,} of {res['all_params']:,} parameters trained, test accuracy {res['test_acc']:.2f} %", flush=True)
+        write_json(path, res)
+        results.append(res)
+    path = Path(out)/'probe.json'                          # the same encoder's linear probe (90 epochs on its features), for reference
+    if not path.exists() or json.loads(path.read_text()).get('checkpoint_sha256') != digest:
+        probe = probe_encoder(load_model(checkpoint), pool=b['pool'], epochs=b['probe_epochs'], limit=b['probe_train'], device=device,
+                               eval_limit=b.get('eval_limit'))
+        write_json(path, dict(probe, checkpoint=str(checkpoint), checkpoint_sha256=digest))
+    return results

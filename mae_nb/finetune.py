@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .core import check_value
 from .data import TensorLoader
 from .evaluate import POOLS
 from .model import MAEConfig, is_decoder_key
@@ -15,7 +16,8 @@ from .train import NO_DECAY_NAMES, warmup_cosine
 from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
-__all__ = ['ViTClassifier', 'load_encoder', 'layer_id', 'layer_decay_groups', 'evaluate_classifier', 'finetune_loop']
+__all__ = ['ViTClassifier', 'load_encoder', 'layer_id', 'layer_decay_groups', 'evaluate_classifier', 'finetune_loop',
+           'tune_blocks']
 
 # %% ../nbs/09_finetune.ipynb #716185b0
 class ViTClassifier(nn.Module):
@@ -144,3 +146,20 @@ def finetune_loop(model: ViTClassifier, # trained in place
                             **(evaluate_classifier(model, test) if test is not None else {})))
     return history
 
+
+# %% ../nbs/09_finetune.ipynb #d93aebb1
+def tune_blocks(model: ViTClassifier,
+                k: int | str = 'all', # blocks tuned, counted from the end: 0 (a linear probe) … depth, 'mlp' (the last block's MLP) or 'all'
+               ) -> list[str]: # the names of the parameters left to train
+    "Freeze `model` except its last `k` blocks (or the last block's MLP and its norm), the head and the pooled feature's norm."
+    L = model.cfg.depth
+    k = L if k == 'all' else int(k) if str(k).isdigit() else k
+    check_value(k == 'mlp' or isinstance(k, int) and 0 <= k <= L, 'tune_blocks', k,
+                f"0–{L} (blocks tuned from the end; 0: a linear probe), 'mlp' (only the last block's MLP) or 'all'")
+    first = L - 1 if k == 'mlp' else L - k                                    # the first block that learns
+    for name, p in model.named_parameters():                                  # head, norms: always; pos_embed: never
+        part = name.split('.')
+        if part[0] == 'blocks': p.requires_grad_(int(part[1]) >= first and (k != 'mlp' or part[2] in ('norm2', 'mlp')))
+        elif part[0] in ('cls_token', 'patch_embed'): p.requires_grad_(k == L)    # only with every block
+    for blk in model.blocks[:first]: blk.drop_path, blk.drops = 0.0, False      # a frozen block is a fixed function
+    return [n for n, p in model.named_parameters() if p.requires_grad]
