@@ -593,19 +593,42 @@ def site_handler(directory: Path, quiet: bool = False):
     return Handler
 
 
+def check_explorer(browser: Chromium, site: Path = SITE) -> list[str]:
+    "The explorer page of `site`, served on a free local port and loaded in `browser`: its problems (none when the model ran)."
+    import http.server, threading
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), site_handler(site, quiet=True))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f'http://127.0.0.1:{httpd.server_address[1]}/explorer/index.html'
+    try:
+        target, s, nav = browser.open(url)
+        if not nav.get('errorText'):
+            load = browser.wait(s, lambda e: e.get('method') == 'Page.lifecycleEvent' and e['params']['name'] == 'load'
+                                and e['params'].get('loaderId') == nav.get('loaderId'))
+            browser.events.append(load)                  # `finish` waits for it too
+            r = browser.send('Runtime.evaluate', s, expression='window.explorerStarted.then(() => window.explorerState)',
+                             awaitPromise=True, returnByValue=True)
+            ran = (r.get('result', {}).get('value') or {}).get('ready')
+        _, probs = browser.finish(url, target, s, nav)
+        return probs + ([] if nav.get('errorText') or ran else ['the model did not run'])
+    finally: httpd.shutdown(); httpd.server_close()
+
+
 def cmd_site(serve: bool, port: int = 8000):
     pages = build_site()
     print(f'wrote {len(pages)} pages to {SITE.relative_to(ROOT)}/: open {(SITE/"index.html").as_uri()}')
     if exe := find_chromium():                       # each page in a real browser: console errors, images not decoded
-        with Chromium(exe) as browser: found = browser.check(pages)
+        with Chromium(exe) as browser:
+            found = browser.check(pages)
+            explorer = check_explorer(browser) if (SITE/'explorer'/'ort').is_dir() else None   # over HTTP: WebAssembly
         bad = {p.relative_to(SITE).as_posix(): probs for p, (_, probs) in found.items() if probs}
         for page, probs in bad.items(): print(f'  {page}: ' + '; '.join(probs))
         print(f'Chromium: {len(bad)} of {len(pages)} pages have problems (above)' if bad else
               f'Chromium shows every page without a console error, every image decoded')
+        if explorer is not None: print(f'explorer page (served): ' + ('; '.join(explorer) if explorer else 'the model runs, no console error'))
     if serve:
         import http.server
         with http.server.ThreadingHTTPServer(('127.0.0.1', port), site_handler(SITE)) as httpd:
-            print(f'serving on http://127.0.0.1:{port}/ (Ctrl-C stops)', flush=True)
+            print(f'serving on http://127.0.0.1:{port}/ (the explorer: http://127.0.0.1:{port}/explorer/; Ctrl-C stops)', flush=True)
             try: httpd.serve_forever()
             except KeyboardInterrupt: pass
 
