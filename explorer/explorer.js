@@ -6,7 +6,7 @@
   const $ = id => document.getElementById(id);
   const SCALE = 7;                                   // screen pixels per image pixel on the 196-px canvases
   let data, session, G, P, N;                        // grid side, patch side, patch count
-  const ui = { index: 0, ratio: 0.75, strategy: 'random', seed: 0, kept: [] };
+  const ui = { index: 0, ratio: 0.75, strategy: 'random', seed: 0, kept: [], drawn: null };   // drawn: the reader's image, if any
   let pending = null, running = null;                // at most one inference in flight, the latest request queued
 
   // ---- a small seeded generator (mulberry32): the page's masks are reproducible, not torch's
@@ -88,7 +88,7 @@
 
   // ---- the model
   async function infer() {
-    const index = ui.index, kept = ui.kept.slice(), img = data.images[index];
+    const index = ui.drawn ? null : ui.index, kept = ui.kept.slice(), img = ui.drawn ? ui.drawn.slice() : data.images[index];
     const feeds = {
       imgs: new ort.Tensor('float32', Float32Array.from(img), [1, data.in_chans, G * P, G * P]),
       ids_keep: new ort.Tensor('int64', BigInt64Array.from(kept.map(BigInt)), [1, kept.length]),
@@ -101,7 +101,7 @@
     const hidden = N - kept.length;
     $('summary').textContent = `${hidden} of ${N} patches hidden (${Math.round(100 * hidden / N)} %) · ` +
       (hidden ? `loss on the hidden patches ${loss.toFixed(4)}` : 'nothing hidden: no loss') + ` · ${ms.toFixed(1)} ms`;
-    window.explorerState = { ready: true, index, kept, ratio: ui.ratio, strategy: ui.strategy, seed: ui.seed,
+    window.explorerState = { ready: true, index, drawn: !!ui.drawn, image: Array.from(img), kept, ratio: ui.ratio, strategy: ui.strategy, seed: ui.seed,
                              pred, loss: hidden ? loss : null, ms, runs: (window.explorerState?.runs || 0) + 1 };
   }
   function update() {                                // run the model on the current choice (coalescing rapid changes)
@@ -114,6 +114,10 @@
   }
   window.explorerIdle = async () => { while (running) await running; return window.explorerState; };
 
+  function showDrawn() {                            // the image list says that the image is the reader's
+    if (![...$('image').options].some(o => o.value === 'drawn')) $('image').add(new Option('drawn by you', 'drawn'));
+    $('image').value = 'drawn';
+  }
   function newMask() { ui.kept = drawMask(); return update(); }
   function fail(e) {
     const s = $('summary'); s.classList.add('error');
@@ -135,7 +139,29 @@
     ort.env.wasm.numThreads = 1;                     // no cross-origin isolation on a static site: one thread
     ort.env.wasm.wasmPaths = new URL('ort/', location.href).href;
     session = await ort.InferenceSession.create('mae.onnx', { executionProviders: ['wasm'] });
-    $('image').onchange = e => { ui.index = +e.target.value; update(); };
+    $('image').onchange = e => { if (e.target.value !== 'drawn') { ui.index = +e.target.value; ui.drawn = null; } update(); };
+    $('clear').onclick = () => { ui.drawn = new Array(G * P * G * P).fill(-data.mean / data.std); showDrawn(); update(); };
+    let last = null;                                 // drawing on the original: a soft round brush, white, along the stroke
+    const stamp = (cx, cy) => {
+      const side = G * P;
+      for (let y = Math.floor(cy - 2); y <= cy + 2; y++) for (let x = Math.floor(cx - 2); x <= cx + 2; x++) {
+        if (x < 0 || y < 0 || x >= side || y >= side) continue;
+        const ink = Math.min(1, Math.max(0, 1.6 - Math.hypot(x + 0.5 - cx, y + 0.5 - cy)));
+        if (ink > 0) ui.drawn[y * side + x] = Math.max(ui.drawn[y * side + x], (ink - data.mean) / data.std);
+      }
+    };
+    const brush = e => {
+      const box = e.target.getBoundingClientRect(), side = G * P;
+      const cx = (e.clientX - box.left) / box.width * side, cy = (e.clientY - box.top) / box.height * side;
+      if (!ui.drawn) { ui.drawn = data.images[ui.index].slice(); showDrawn(); }
+      const [x0, y0] = last || [cx, cy], steps = Math.max(1, Math.ceil(2 * Math.hypot(cx - x0, cy - y0)));
+      for (let i = 1; i <= steps; i++) stamp(x0 + (cx - x0) * i / steps, y0 + (cy - y0) * i / steps);
+      last = [cx, cy];
+      update();
+    };
+    $('original').onmousedown = e => { last = null; brush(e); };
+    $('original').onmousemove = e => { if (last && e.buttons & 1) brush(e); };
+    window.addEventListener('mouseup', () => { last = null; });
     $('ratio').oninput = e => { ui.ratio = +e.target.value; $('ratio-out').textContent = `${Math.round(100 * ui.ratio)} %`; newMask(); };
     $('strategy').onchange = e => { ui.strategy = e.target.value; newMask(); };
     $('seed').oninput = e => { ui.seed = Math.max(0, Math.floor(+e.target.value || 0)); newMask(); };

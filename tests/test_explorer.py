@@ -74,7 +74,7 @@ def js(browser, s, expr):
 def test_explorer_in_a_browser(served, model):
     """Chromium: set image, ratio and seed with the page's controls; the page's prediction equals PyTorch's for the same image
     and kept patches (≤ 1e-4); block and grid masks keep the right number of patches; a click on a patch hides it and
-    changes the prediction; no console error. A screenshot goes to _screenshots/explorer.png."""
+    changes the prediction; an image drawn with the mouse goes through the model too; no console error. A screenshot goes to _screenshots/explorer.png."""
     from test_site import chromium
     out, url = served
     data = json.loads((out/'explorer'/'data.json').read_text())
@@ -111,6 +111,18 @@ def test_explorer_in_a_browser(served, model):
         ref, _ = python_pred(model, data['images'][3], after['kept'])
         assert np.abs(np.array(after['pred']).reshape(49, 16) - ref).max() <= 1e-4
         assert np.abs(np.array(after['pred']) - np.array(before['pred'])).max() > 1e-3, 'the prediction did not change'
+        box = js(browser, s, "(() => { const r = document.getElementById('original').getBoundingClientRect(); "
+                             "return [r.left, r.top, r.width]; })()")
+        js(browser, s, "document.getElementById('clear').click(); window.explorerIdle()")   # a blank canvas, then a stroke
+        for kind, f in (('mousePressed', 0.3), ('mouseMoved', 0.5), ('mouseMoved', 0.7), ('mouseReleased', 0.7)):
+            browser.send('Input.dispatchMouseEvent', s, type=kind, x=box[0] + f * box[2], y=box[1] + f * box[2], button='left',
+                         buttons=1, clickCount=1)
+        drawn = js(browser, s, 'new Promise(r => setTimeout(r, 200)).then(window.explorerIdle)')   # (moves come with frames)
+        img = np.array(drawn['image']) > 1                       # the stroke's bright pixels
+        assert drawn['drawn'] and drawn['index'] is None and drawn['kept'] == after['kept'] and img.sum() >= 20, img.sum()
+        ref, _ = python_pred(model, drawn['image'], drawn['kept'])
+        assert np.abs(np.array(drawn['pred']).reshape(49, 16) - ref).max() <= 1e-4
+        set_('image', '3', 'change')
         SHOTS.mkdir(exist_ok=True)
         (SHOTS/'explorer.png').write_bytes(base64.b64decode(browser.send('Page.captureScreenshot', s, format='png')['data']))
         summary = js(browser, s, "document.getElementById('summary').textContent")
