@@ -74,7 +74,8 @@ def js(browser, s, expr):
 def test_explorer_in_a_browser(served, model):
     """Chromium: set image, ratio and seed with the page's controls; the page's prediction equals PyTorch's for the same image
     and kept patches (≤ 1e-4); block and grid masks keep the right number of patches; a click on a patch hides it and
-    changes the prediction; an image drawn with the mouse goes through the model too; no console error. A screenshot goes to _screenshots/explorer.png."""
+    changes the prediction; an image drawn with the mouse goes through the model too; every file it loads comes from
+    its own folder; no console error. A screenshot goes to _screenshots/explorer.png."""
     from test_site import chromium
     out, url = served
     data = json.loads((out/'explorer'/'data.json').read_text())
@@ -127,6 +128,10 @@ def test_explorer_in_a_browser(served, model):
         (SHOTS/'explorer.png').write_bytes(base64.b64decode(browser.send('Page.captureScreenshot', s, format='png')['data']))
         summary = js(browser, s, "document.getElementById('summary').textContent")
         assert 'loss on the hidden patches' in summary, summary
+        loaded = js(browser, s, "performance.getEntriesByType('resource').map(e => e.name)")
+        assert {'mae.onnx', 'data.json', *run.ORT_FILES} <= {u.rsplit('/', 1)[-1] for u in loaded}, loaded
+        origin = url.split('/explorer/')[0]
+        assert all(u.startswith(origin + '/explorer/') or u.startswith('data:') for u in loaded), f'requests leave the page: {loaded}'
         _, problems = browser.finish(url, target, s, nav)
     assert not problems, problems
     print(f'explorer checked in Chromium in {time.perf_counter() - t0:.1f} s; one inference {after["ms"]:.1f} ms')
