@@ -1,7 +1,8 @@
 """The explorer page (issue 23): the trained MAE exported to ONNX computes what PyTorch computes, and the page built by
 `run.build_explorer` runs it in headless Chromium (ONNX Runtime Web) with the same result for the same image and kept
-patches, reacts to a clicked patch, and logs no error. Without Chromium the browser test fails under `python3 run.py test`
-(MAE_NB_REQUIRE_BROWSER=1) and is skipped by a plain pytest, as the website's tests."""
+patches, reacts to a clicked patch and to a drawing, and logs no error. Without Chromium or npm (ONNX Runtime Web) the
+browser tests fail under `python3 run.py test` (MAE_NB_REQUIRE_BROWSER=1) and are skipped by a plain pytest, as the
+website's tests."""
 import base64, json, os, threading, time
 from pathlib import Path
 import numpy as np, pytest, torch
@@ -47,6 +48,10 @@ def served(tmp_path_factory):
     import http.server
     out = tmp_path_factory.mktemp('site')
     run.build_explorer(out/'explorer')
+    if not (out/'explorer'/'ort').is_dir():                   # no npm, or npm ci failed (it said why)
+        msg = f'no ONNX Runtime Web for the explorer page: {run.NPM_HINT}'
+        if os.environ.get('MAE_NB_REQUIRE_BROWSER') == '1': pytest.fail(msg)
+        pytest.skip(msg)
     httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), run.site_handler(out, quiet=True))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield out, f'http://127.0.0.1:{httpd.server_address[1]}/explorer/index.html'
