@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_benchmark.ipynb #12e3cdf2
 from __future__ import annotations
-import gc, json, platform, re, tempfile, time
+import copy, gc, json, platform, re, statistics, tempfile, time
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,12 +22,12 @@ from .runs import (OutOfTime, RunPlan, TrainConfig, build_loader, check_positive
 from .weights import have_transformers, hf_model
 
 # %% auto #0
-__all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'FIGURES', 'SUITE_KINDS', 'CUDA_SUITE',
-           'CPU_SUITE', 'FIGURE_LABELS', 'SUITE_RUNNERS', 'SUITE_FLAGS', 'peak_tflops', 'synchronize', 'bench_step',
-           'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'step_breakdown', 'format_breakdown', 'largest_batch',
-           'find_batch_size', 'time_to_train', 'BenchConfig', 'run_bench', 'SuiteEntry', 'suite_plan', 'fmt_figure',
-           'check_targets', 'run_speed', 'describe', 'run_entry', 'format_suite', 'device_slug', 'suite_command',
-           'run_suite', 'latest_suite']
+__all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'SCALING_PRESETS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'FIGURES', 'SUITE_KINDS',
+           'CUDA_SUITE', 'CPU_SUITE', 'FIGURE_LABELS', 'SUITE_RUNNERS', 'SUITE_FLAGS', 'peak_tflops', 'synchronize',
+           'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'time_encoders', 'device_slug',
+           'write_scaling', 'step_breakdown', 'format_breakdown', 'largest_batch', 'find_batch_size', 'time_to_train',
+           'BenchConfig', 'run_bench', 'SuiteEntry', 'suite_plan', 'fmt_figure', 'check_targets', 'run_speed',
+           'describe', 'run_entry', 'format_suite', 'suite_command', 'run_suite', 'latest_suite']
 
 # %% ../nbs/18_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -206,6 +206,47 @@ def format_bench(res: dict) -> str:
     rows += [f"{k}: skipped, {v}" for k, v in res['skipped'].items()]
     return '\n'.join(rows)
 
+# %% ../nbs/18_benchmark.ipynb #c4bb9e8c
+SCALING_PRESETS = ('tiny', 'small', 'base', 'large', 'huge')
+
+@torch.no_grad()
+def time_encoders(presets: tuple[str, ...] = SCALING_PRESETS, # names in `PRESETS`
+                  batch_size: int = 1, repeats: int = 3, # images per forward; timed forwards of each encoder (the median counts)
+                  mask_ratio: float = 0.75, threads: int = 1, # fraction of patches removed; CPU threads while timing
+                 ) -> dict: # settings; per preset: ms per image and GFLOPs of each encoder, and the ratios mask tokens / visible only
+    "CPU time (`time.process_time`) of the encoder's forward on one batch, over the visible patches only and over every patch with mask tokens (Table 1c), in turn."
+    was, rows = torch.get_num_threads(), {}
+    torch.set_num_threads(threads)
+    try:
+        for name in presets:
+            cfg = MAEConfig.from_preset(name, decoder_depth=1, encoder_mask_tokens=True)            # (the decoder is not timed)
+            torch.manual_seed(0)
+            tokens = MaskedAutoencoder(cfg).eval()
+            visible = copy.copy(tokens); visible.cfg = replace(cfg, encoder_mask_tokens=False)     # the same weights, the paper's encoder
+            imgs, noise, ms = torch.rand(batch_size, cfg.in_chans, cfg.img_size, cfg.img_size), torch.rand(batch_size, cfg.num_patches), {}
+            for r in range(repeats + 1):                                   # round 0 warms up; the order alternates
+                for k, m in [('visible', visible), ('mask_tokens', tokens)][::1 - 2 * (r % 2)]:
+                    t0 = time.process_time(); m.forward_encoder(imgs, mask_ratio, noise)   # CPU time: other jobs' turns not counted
+                    if r: ms.setdefault(k, []).append(1e3 * (time.process_time() - t0) / batch_size)
+            med = {k: statistics.median(v) for k, v in ms.items()}
+            gf = {k: count_flops(replace(cfg, encoder_mask_tokens=k == 'mask_tokens'), mask_ratio)['encoder_flops'] / 1e9 for k in ms}
+            rows[name] = row = dict(ms_per_img=med, all_ms=ms, gflops=gf, time_ratio=med['mask_tokens'] / med['visible'], flop_ratio=gf['mask_tokens'] / gf['visible'])
+            print(f"{name}: {med['visible']:.0f} vs {med['mask_tokens']:.0f} ms per image: {row['time_ratio']:.2f}× the time, {row['flop_ratio']:.2f}× the FLOPs", flush=True)
+            del tokens, visible; gc.collect()
+    finally: torch.set_num_threads(was)
+    return dict(device=device_name('cpu'), torch=torch.__version__, threads=threads, batch_size=batch_size, repeats=repeats,
+                mask_ratio=mask_ratio, date=datetime.now(timezone.utc).isoformat(timespec='seconds'), presets=rows)
+
+def device_slug(name: str) -> str:
+    "A file name for a device: 'NVIDIA H100 80GB HBM3' → 'nvidia-h100-80gb-hbm3'."
+    return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'device'
+
+def write_scaling(folder: str | Path = 'results/scaling', **kw) -> Path:
+    "`time_encoders(**kw)` written to FOLDER/DEVICE.json, with the command that makes it."
+    out = check_writable(folder, 'scaling')                        # before minutes of measurements, not after
+    rep = dict(time_encoders(**kw), command=f'mae_nb bench --scaling {folder}')
+    return write_json(out/f"{device_slug(rep['device'])}.json", rep)
+
 # %% ../nbs/18_benchmark.ipynb #7060ed51
 PHASES = ('data', 'forward', 'backward', 'optimizer')
 
@@ -346,6 +387,7 @@ class BenchConfig:
     out_dir: str = 'results/bench'    # with --suite: the folder of DEVICE.md and DEVICE.json (default: results/bench)
     find_batch: bool = False          # first find the largest batch at which every contender's step fits 90 % of the GPU's memory (find_batch_size), and time that
     time_limit: str | None = None     # with --suite: stop after this long, e.g. 8m: the entries run in the plan's order, the most telling first; the report names those not reached
+    scaling: str | None = None        # instead: time the encoder of each ViT preset, tiny to huge, with and without mask tokens (`time_encoders`), into FOLDER/DEVICE.json (results/scaling)
 
     def __post_init__(self):
         check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
@@ -362,8 +404,9 @@ class BenchConfig:
 
 # %% ../nbs/18_benchmark.ipynb #bb027e34
 def run_bench(bc: BenchConfig) -> dict:
-    "Run `benchmark` as `bc` says (with `bc.suite`: `run_suite`); print the table (and the time to train) first, then write the JSON."
+    "Run `benchmark` as `bc` says (with `bc.suite`: `run_suite`; with `bc.scaling`: `write_scaling`); print the table (and the time to train) first, then write the JSON."
     if bc.suite: return run_suite(bc)
+    if bc.scaling: return json.loads(write_scaling(bc.scaling).read_text())
     if bc.json: check_result_path(bc.json, 'rows', 'json')
     over, names = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth), tuple(bc.contenders.split(','))
     found = None
@@ -643,10 +686,6 @@ def format_suite(rep: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/18_benchmark.ipynb #58874819
-def device_slug(name: str) -> str:
-    "A file name for a device: 'NVIDIA H100 80GB HBM3' → 'nvidia-h100-80gb-hbm3'."
-    return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-') or 'device'
-
 SUITE_FLAGS = ('device', 'amp', 'fused', 'peak_tflops', 'only', 'out_dir', 'time_limit')   # the flags --suite reads
 
 def suite_command(bc: BenchConfig) -> str:

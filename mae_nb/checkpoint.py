@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_checkpoint.ipynb #5acd267a
 from __future__ import annotations
-import json, os, re, signal, tempfile, threading
+import json, os, re, signal, subprocess, tempfile, threading
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -14,19 +14,22 @@ from .model import MAEConfig, MaskedAutoencoder
 
 # %% auto #0
 __all__ = ['deferred_interrupt', 'save_checkpoint', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
-           'check_result_path', 'CheckpointWriter', 'hold_run_folder', 'release_run_folder']
+           'check_result_path', 'Terminated', 'sigterm_interrupts', 'stop_children', 'CheckpointWriter',
+           'hold_run_folder', 'release_run_folder']
 
 # %% ../nbs/12_checkpoint.ipynb #29e834ce
+_STOPS = (signal.SIGINT, signal.SIGTERM)          # Ctrl-C, and what a cluster (or torchrun) sends to stop a process
+
 @contextmanager
 def deferred_interrupt():
-    "Hold Ctrl-C (SIGINT) until the block ends, then raise it (main thread only; elsewhere a no-op)."
+    "Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver them as usual (main thread only; elsewhere a no-op)."
     if threading.current_thread() is not threading.main_thread(): yield; return
     got = []
-    old = signal.signal(signal.SIGINT, lambda *a: got.append(a))
+    old = {s: signal.signal(s, lambda n, _: got.append(n)) for s in _STOPS}
     try: yield
     finally:
-        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
-        if got: raise KeyboardInterrupt
+        for s, h in old.items(): signal.signal(s, h if h is not None else signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+        for s in dict.fromkeys(got): signal.raise_signal(s)              # to the handlers now in place: KeyboardInterrupt, ...
 
 def save_checkpoint(path: str | Path, # where the checkpoint goes
                     state: dict, # what to save: tensors, numbers, strings, lists and dicts
@@ -127,6 +130,33 @@ def check_result_path(path: str | Path, kind: str, # a key every result of this 
         if not ok: raise RunError(f"`{field}` {path} exists and is not a result of this kind: choose another file name")
     check_writable(path.parent, field)
     return path
+
+# %% ../nbs/12_checkpoint.ipynb #5e167a47
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, raised like Ctrl-C's `KeyboardInterrupt` so that a run stops the same way (exit status 143 instead of 130)."
+
+def _terminated(*_): raise Terminated('SIGTERM')
+
+@contextmanager
+def sigterm_interrupts():
+    "Within the block SIGTERM raises `Terminated` (main thread only; elsewhere a no-op)."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    old = signal.signal(signal.SIGTERM, _terminated)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+def stop_children(procs, # `subprocess.Popen`s, some perhaps finished
+                  why: BaseException | None = None, # what stops this process: `Terminated` passes SIGTERM on, anything else SIGINT
+                  grace: float = 120, # seconds a child may take to stop (finish its checkpoint); then it is killed
+                 ):
+    "Pass the signal that stops this process on to each child still running, and wait until every one has ended."
+    sig = signal.SIGTERM if isinstance(why, Terminated) else signal.SIGINT
+    with deferred_interrupt():                                    # a second Ctrl-C must not leave the children running
+        for p in procs:
+            if p.poll() is None: p.send_signal(sig)
+        for p in procs:
+            try: p.wait(grace)
+            except subprocess.TimeoutExpired: p.kill(); p.wait()
 
 # %% ../nbs/12_checkpoint.ipynb #9c106fb1
 def _host_copy(obj):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, dataclasses, inspect, os, re, sys, typing
 from . import __version__
 from .core import ConfigError, RunError, as_flags, error_line, flag
+from .checkpoint import Terminated, sigterm_interrupts
 from .datasets import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
@@ -186,15 +187,17 @@ def main(argv: list[str] | None = None):
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get('MAE_NB_DEBUG', '') not in ('', '0')
-    try: _run(args)
+    try:
+        with sigterm_interrupts(): _run(args)                                # SIGTERM (preemption, torchrun) stops a run as Ctrl-C does
     except USER_ERRORS as e:
         if debug: raise
         print(f'mae_nb {args.command}: error: {user_message(e, command_fields(parser, args.command))}', file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"\nmae_nb {args.command}: interrupted{'; ' + AFTER_CTRL_C[args.command] if args.command in AFTER_CTRL_C else ''}",
+    except KeyboardInterrupt as e:                                             # Ctrl-C: 130; SIGTERM (`Terminated`): 143
+        term = isinstance(e, Terminated)
+        print(f"\nmae_nb {args.command}: interrupted{' by SIGTERM' * term}{'; ' + AFTER_CTRL_C[args.command] if args.command in AFTER_CTRL_C else ''}",
               file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if term else 130)
     except Exception:
         print(f'mae_nb {args.command}: an unexpected error, probably a bug in mae_nb: please report it with the traceback below', file=sys.stderr)
         raise

@@ -4,13 +4,14 @@
 
 # %% ../nbs/core.ipynb #9af3da63
 from __future__ import annotations
-import json, os, re
+import json, os, re, shutil
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['FLAG_NAMES', 'ConfigError', 'check_value', 'RunError', 'error_line', 'write_text', 'write_json', 'to_device', 'flag',
-           'as_flags']
+__all__ = ['FLAG_NAMES', 'ConfigError', 'check_value', 'RunError', 'error_line', 'atomic_path', 'write_text', 'write_json',
+           'save_figure', 'to_device', 'flag', 'as_flags']
 
 # %% ../nbs/core.ipynb #f953982e
 class ConfigError(ValueError):
@@ -44,23 +45,52 @@ def error_line(e: BaseException,
     return re.sub(r" ?<_io\.\w+ name=.*?>", '', line)
 
 # %% ../nbs/core.ipynb #46e33faa
+def _discard(p: Path):
+    "Remove the file or folder `p` if it is there (quietly: it is a leftover)."
+    try:
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+        else: p.unlink(missing_ok=True)
+    except OSError: pass
+
+@contextmanager
+def atomic_path(path: str | Path, # the file or folder to write
+                elsewhere: str = 'another place', # how the error names the way out, e.g. 'another `out_dir`'
+                folder: bool = False, # the block fills a folder (e.g. a Hugging Face model's), not a file
+                errors: tuple = (OSError,), # what a failed write raises in the block (torch's writer: also RuntimeError)
+               ):
+    "Yield a temporary sibling of `path` to write (`NAME.tmp`; with `folder`, a new empty folder); renamed to `path` as a whole when the block ends, removed on any error or signal."
+    path = Path(path); tmp = path.with_name(path.name + '.tmp')
+    try:
+        if folder: _discard(tmp); tmp.mkdir()                # (a leftover of a process killed outright goes first)
+        yield tmp
+        os.replace(tmp, path)                                  # a folder replaces an empty one, never one with files
+    except BaseException as e:
+        _discard(tmp)
+        if not isinstance(e, errors): raise
+        raise RunError(f"could not write {path} ({error_line(e, file=False)}): free some disk space, or choose {elsewhere}") from None
+
 def write_text(path: str | Path, text: str,
                elsewhere: str = 'another place', # how the error names the way out, e.g. 'another `out_dir`'
               ) -> Path:
     "Write `text` to `path` atomically (a temporary file, then renamed); a failed write leaves no trace and says where."
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    try:
-        tmp.write_text(text); os.replace(tmp, path)
-    except BaseException as e:
-        try: tmp.unlink(missing_ok=True)
-        except OSError: pass
-        if not isinstance(e, OSError): raise
-        raise RunError(f"could not write {path} ({error_line(e, file=False)}): free some disk space, or choose {elsewhere}") from None
-    return path
+    with atomic_path(path, elsewhere) as tmp: tmp.write_text(text)
+    return Path(path)
 
 def write_json(path: str | Path, obj, elsewhere: str = 'another place') -> Path:
     "Write `obj` as JSON to `path` atomically, as `write_text`."
     return write_text(path, json.dumps(obj, indent=1, default=str) + '\n', elsewhere)
+
+
+def save_figure(fig, # a matplotlib figure: closed once written (or not)
+                path: str | Path, # its suffix names the format, e.g. .png
+                elsewhere: str = 'another place', **kw, # `kw`: to `savefig`, e.g. dpi=100
+               ) -> Path:
+    "Write a picture atomically, as `write_text`, and close its figure."
+    import matplotlib.pyplot as plt
+    try:
+        with atomic_path(path, elsewhere) as tmp: fig.savefig(tmp, format=Path(path).suffix[1:] or None, **kw)
+    finally: plt.close(fig)
+    return Path(path)
 
 # %% ../nbs/core.ipynb #83417677
 def to_device(t: torch.Tensor, # a tensor, typically small and made on the CPU for this batch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #761141c7
 from __future__ import annotations
-import gzip, hashlib, math, os, struct
+import gzip, hashlib, math, os, struct, zlib
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,8 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
     with (gzip.open if path.suffix == '.gz' else open)(path, 'rb') as f:
         try: data = f.read()
-        except (OSError, EOFError) as e: raise ValueError(f"{path} is not a readable gzip file ({e}): copy it again") from None
+        except (OSError, EOFError, zlib.error) as e:    # a cut file, a wrong checksum, a damaged deflate stream
+            raise ValueError(f"{path} is not a readable gzip file ({e}): the file is damaged, copy it again (or download it anew)") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an idx file of unsigned bytes (bad header): copy it again")
     ndim = data[3]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_datasets.ipynb #08ce3c2c
 from __future__ import annotations
-import functools, pickle, struct
+import functools, os, pickle, struct
 from pathlib import Path
 import torch
 from .core import error_line
@@ -12,7 +12,7 @@ from .data import data_dir, fashion_mnist
 
 # %% auto #0
 __all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'SKIP_POLICY', 'dataset_info', 'cifar10',
-           'load_tensor_dataset', 'imagefolder', 'UnreadableImages']
+           'load_tensor_dataset', 'folder_classes', 'folder_dataset', 'imagefolder', 'UnreadableImages']
 
 # %% ../nbs/10_datasets.ipynb #a7bfc511
 DATASETS = ('fmnist', 'cifar10', 'imagefolder')
@@ -96,6 +96,105 @@ def load_tensor_dataset(name: str, # 'fmnist' or 'cifar10'
     if name == 'cifar10': return cifar10(split, root)
     raise ValueError(f"{name!r} is not an in-memory dataset: choose 'fmnist' or 'cifar10' (image folders stream from disk through imagefolder() and FolderLoader)")
 
+# %% ../nbs/10_datasets.ipynb #63523686
+_MISSING_SPLIT = ("an image folder holds one sub-folder of images per class under each split, as ImageNet's train/n01440764/*.JPEG "
+                  "and val/n01440764/*.JPEG; pass the folder above them as `data_root`")
+
+def _class_folders(folder: Path) -> list[str]: return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+
+def folder_classes(root: str | Path | None, # the folder holding one folder per split
+                   split: str = 'train', # the split to check (with train/, whose classes are the labels)
+                  ) -> list[str]: # the class names in label order: train/'s class folders, sorted
+    "The classes of an image folder, checked: `split` and `train/` exist and hold class folders, and `split` has none that `train/` lacks."
+    if root is None: raise ValueError("an image folder needs `data_root`: the folder holding its splits, as ImageNet's train/ and val/")
+    root = Path(root)
+    for s in dict.fromkeys(('train', split)):
+        folder = root/s
+        if not folder.is_dir() and s != 'train' and (root/'train').is_dir():
+            raise FileNotFoundError(f"{folder} not found: this split is read too (to evaluate); make it, with a sub-folder of images "
+                                    f"for each class of {root/'train'} (or some of them), as val/n01440764/*.JPEG")
+        if not folder.is_dir(): raise FileNotFoundError(f"{folder} not found: {_MISSING_SPLIT}")
+        if not _class_folders(folder):
+            raise FileNotFoundError(f"{folder} holds no class folders: put each class's images in its own sub-folder of it, "
+                                    f"as ImageNet's {s}/n01440764/*.JPEG")
+    classes = _class_folders(root/'train')
+    if extra := sorted(set(_class_folders(root/split)) - set(classes)):
+        raise ValueError(f"{root/split} has class folders that {root/'train'} lacks ({', '.join(extra[:3])}{', …' if len(extra) > 3 else ''}): "
+                         f"the model would have no label for their images; add them to train/ or remove them from {split}/")
+    return classes
+
+# %% ../nbs/10_datasets.ipynb #9a1f3828
+def _loop(path: str, real: str, inside: str, above: tuple, via: str | None):
+    "Refuse to enter folder `path` (really `real`) from the folder really at `inside`, if that goes round a loop."
+    if real in above or inside.startswith(real.rstrip(os.sep) + os.sep):   # a folder the walk is in, or one above it
+        link = path if os.path.islink(path) or via is None else via
+        raise ValueError(f"{link} links to {os.path.realpath(link)}, a folder that holds it: following it would loop, serving "
+                         "the images there again (labelled as this class); remove the link")
+
+def _walk(top: str, real: str, valid, found: list, links: list, above: tuple, via: str | None):
+    "Add (folder, its image files' names sorted) for `top` and each folder below it to `found`; links to folders are followed unless they loop."
+    folders, names = [], []
+    with os.scandir(top) as entries:
+        for e in entries:
+            if e.is_symlink(): links.append(e.path)
+            if e.is_dir(): folders.append(e)
+            elif valid(e.path): names.append(e.name)
+    found.append((top, sorted(names)))
+    for e in folders:
+        link = e.is_symlink()
+        r = os.path.realpath(e.path) if link else os.path.join(real, e.name)
+        _loop(e.path, r, real, above + (real,), via)
+        _walk(e.path, r, valid, found, links, above + (real,), e.path if link else via)
+
+# %% ../nbs/10_datasets.ipynb #4c5bb69b
+def _image_files(directory, class_to_idx: dict, extensions=None, is_valid_file=None, allow_empty=False) -> list[tuple[str, int]]:
+    "ImageFolder's `make_dataset`, same files in the same order, but: classes this split lacks are skipped, an empty class folder, a loop or a file reached twice is refused."
+    from torchvision.datasets.folder import has_file_allowed_extension
+    valid = is_valid_file or (lambda p: has_file_allowed_extension(p, extensions))
+    top, samples, links = os.path.realpath(directory), [], []
+    for cls, label in sorted(class_to_idx.items()):
+        path = os.path.join(directory, cls)
+        if not os.path.isdir(path): continue                        # a class that train/ has and this split has not
+        if os.path.islink(path): links.append(path)
+        found, real = [], os.path.realpath(path)
+        _loop(path, real, top, (top,), None)
+        _walk(path, real, valid, found, links, (top,), path if os.path.islink(path) else None)
+        files = [os.path.join(folder, n) for folder, names in sorted(found) for n in names]
+        if not files: raise FileNotFoundError(f"{path} holds no image files ({', '.join(extensions or ())}): put the class's images in it, or remove it")
+        samples += [(f, label) for f in files]
+    if links:                                                       # only links can reach a file twice
+        first = {}
+        for f, _ in samples:
+            if (seen := first.setdefault(os.path.realpath(f), f)) != f:
+                raise ValueError(f"{f} is {seen} again (through a link): a file may be in a split once, else it counts twice "
+                                 "(and may carry two labels); remove the link or the copy")
+    return samples
+
+# %% ../nbs/10_datasets.ipynb #59b74d3c
+@functools.cache
+def _checked_image_folder() -> type:
+    "torchvision's ImageFolder with train/'s labels and the checked walk above (made at first use: torchvision is imported only when needed)."
+    import torchvision
+    class _CheckedImageFolder(torchvision.datasets.ImageFolder):
+        def find_classes(self, directory):
+            classes = folder_classes(Path(directory).parent, Path(directory).name)
+            return classes, {c: i for i, c in enumerate(classes)}
+        make_dataset = staticmethod(_image_files)
+    _CheckedImageFolder.__module__, _CheckedImageFolder.__qualname__ = __name__, '_CheckedImageFolder'
+    return _CheckedImageFolder
+
+def __getattr__(name):      # pickle (a worker process started by spawn) finds the class by its name in this module
+    if name == '_CheckedImageFolder': return _checked_image_folder()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def folder_dataset(root: str | Path, # the folder holding one folder per split
+                   split: str = 'train', # the split's folder name
+                   **kw, # to ImageFolder: `transform`, or `loader` (default: PIL, converted to RGB)
+                  ): # torchvision.datasets.ImageFolder
+    "The ImageFolder of `root/split`, checked as above, labelled by train/'s classes."
+    if root is None: folder_classes(root)                           # raises its explanation
+    return _checked_image_folder()(str(Path(root)/split), **kw)
+
 # %% ../nbs/10_datasets.ipynb #972c1466
 def imagefolder(root: str | Path, # the folder holding one folder per split (`train/`, `val/`)
                 split: str = 'train', # the split's folder name
@@ -104,19 +203,11 @@ def imagefolder(root: str | Path, # the folder holding one folder per split (`tr
                 crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                ): # torchvision.datasets.ImageFolder
     "An ImageFolder tree `root/split/<class>/<images>` with the paper's transforms and ImageNet normalisation."
-    import torchvision
     from torchvision import transforms as T
-    folder = Path(root)/split
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} not found: an image folder holds one sub-folder of images per class under each split, "
-                                "as ImageNet's train/n01440764/*.JPEG and val/n01440764/*.JPEG; pass the folder above them as root")
     bicubic = T.InterpolationMode.BICUBIC
     if train: geometry = [T.RandomResizedCrop(img_size, scale=tuple(crop_scale), interpolation=bicubic), T.RandomHorizontalFlip()]
     else: geometry = [T.Resize(int(img_size / 0.875), interpolation=bicubic), T.CenterCrop(img_size)]
-    try: return torchvision.datasets.ImageFolder(str(folder), transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
-    except FileNotFoundError as e:                # no class folder, or class folders without images
-        raise FileNotFoundError(f"{error_line(e).rstrip('.')}: put each class's images in its own sub-folder of {folder}, "
-                                f"as ImageNet's {split}/n01440764/*.JPEG") from None
+    return folder_dataset(root, split, transform=T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
 
 # %% ../nbs/10_datasets.ipynb #39174fc5
 SKIP_POLICY = ("Unreadable image files (corrupt, truncated, or not images) are skipped, never a crash: the next readable image "

@@ -9,14 +9,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .core import RunError, check_value, flag, write_json
+from .core import RunError, check_value, flag, save_figure, write_json
 from .data import TensorLoader, mix_seed
-from .datasets import dataset_info, load_tensor_dataset
+from .datasets import dataset_info, folder_classes, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .augment import finetune_augment
 from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, train_flops
-from .checkpoint import check_result_path, check_writable, load_checkpoint, load_model
+from .checkpoint import check_result_path, check_writable, load_checkpoint, load_model, stop_children
 from .distributed import device_name, dist_setup, resolve_device
 from .runs import TrainConfig, build_loader, check_positive_ints, fit, median_img_per_s, prepare_out, pretrain, read_metrics
 from .weights import with_img_size
@@ -227,16 +227,15 @@ DEMO = DemoConfig()
 # %% ../nbs/17_experiments.ipynb #08febc08
 def _demo_pictures(out: Path, model: MaskedAutoencoder, recs: list[dict], steps: int):
     "loss.png (the loss curve) and reconstructions.png (eight test images, fixed masks) in `out`."
-    import matplotlib.pyplot as plt
     from mae_nb.visualize import plot_metrics, show_reconstructions
     fig = plot_metrics(recs, f'MAE pretraining on Fashion-MNIST ({steps} steps)')
-    fig.savefig(out/'loss.png', dpi=100); plt.close(fig)
+    save_figure(fig, out/'loss.png', 'another `out_dir`', dpi=100)                 # whole or not at all, as every result
     info = dataset_info('fmnist')
     test_imgs, _ = load_tensor_dataset('fmnist', 'test')
     x = (test_imgs[:8].float() / 255 - info['mean'][0]) / info['std'][0]
     noise = torch.rand(8, model.cfg.num_patches, generator=torch.Generator().manual_seed(0))
     fig = show_reconstructions(model, x, noise=noise, n=8, mean=info['mean'], std=info['std'])
-    fig.savefig(out/'reconstructions.png', dpi=100); plt.close(fig)
+    save_figure(fig, out/'reconstructions.png', 'another `out_dir`', dpi=100)
 
 # %% ../nbs/17_experiments.ipynb #f6964343
 def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
@@ -334,12 +333,9 @@ def _check_finetune_config(self: FinetuneConfig):
 
 # %% ../nbs/17_experiments.ipynb #9addc6f8
 def _dataset_classes(fc: FinetuneConfig) -> int | None:
-    "The dataset's class count: from its description, or for an image folder the number of class folders under train/."
-    known = dataset_info(fc.dataset)['num_classes']
-    if known is None and fc.dataset == 'imagefolder' and fc.data_root:
-        split = Path(fc.data_root)/'train'
-        known = len([d for d in split.iterdir() if d.is_dir()]) if split.is_dir() else None
-    return known
+    "The dataset's class count: from its description, or for an image folder train/'s class folders (the val/ it evaluates on checked too)."
+    if fc.dataset != 'imagefolder': return dataset_info(fc.dataset)['num_classes']
+    return len(folder_classes(fc.data_root, 'train' if fc.holdout else 'val'))
 
 def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
     "The classifier of a run and, when there is one, the pretrained checkpoint it starts from."
@@ -369,8 +365,9 @@ def _classifier(fc: FinetuneConfig) -> tuple[ViTClassifier, dict | None]:
 def _train_and_eval_loaders(fc: FinetuneConfig, cfg: MAEConfig, rank: int, world: int, device):
     "This rank's training batches, and a function making the evaluation batches: the test (or val) split, or the held-out training images."
     if not fc.holdout:
-        split = 'val' if fc.dataset == 'imagefolder' else 'test'
-        return build_loader(fc, cfg, rank, world, device), lambda: build_loader(fc, cfg, 0, 1, device, split=split, train=False)
+        train = build_loader(fc, cfg, rank, world, device)
+        test = build_loader(fc, cfg, 0, 1, device, split='val' if fc.dataset == 'imagefolder' else 'test', train=False)   # read now, not
+        return train, lambda: test                                       # after an epoch: a missing or damaged split stops the run before it starts
     if fc.dataset == 'imagefolder': raise ValueError("holdout needs an in-memory dataset (fmnist, cifar10); an image folder has its own val split")
     images, labels = load_tensor_dataset(fc.dataset, 'train', fc.data_root)
     n = len(images) - fc.holdout
@@ -395,7 +392,7 @@ def finetune(fc: FinetuneConfig) -> dict:
     def monitor(m, epoch):
         nonlocal test_loader
         if epoch != fc.epochs and (fc.eval_every == 0 or epoch % fc.eval_every): return None
-        if test_loader is None:                                          # built once, on the rank that evaluates
+        if test_loader is None:                                          # (made before the first step, its files checked)
             test_loader = eval_loader()
         n = len(test_loader) if fc.eval_limit is None else -(-fc.eval_limit // test_loader.batch_size)
         return evaluate_classifier(m, (b for _, b in zip(range(n), test_loader)), device, amp=device.type == 'cuda')
@@ -556,7 +553,6 @@ def _ablation_line(r: dict) -> str:
 # %% ../nbs/17_experiments.ipynb #7a1c0e11
 def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict, limit: float | None = None) -> list[dict]:
     "Run `ablate` for each (variant, seed) in its own process, at most `jobs` at a time, until `limit` seconds are up; results in the order of `runs`."
-    import signal
     from mae_nb.runs import OutOfTime
     out, work = Path(kw.get('out', 'results/ablations')), Path(kw.get('work', 'runs/ablations'))
     check_writable(out, 'out'); check_writable(work, 'work')
@@ -564,23 +560,26 @@ def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict, limit: float
     flags += [f'--{k}' for k in ('smoke', 'force') if kw.get(k)]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
     todo, running, failed, t0 = list(runs), {}, [], time.perf_counter()
-    while todo or running:
-        if limit is not None and time.perf_counter() - t0 > limit:       # the window is over: each run stops as at a Ctrl-C
-            for p, _ in running.values(): p.send_signal(signal.SIGINT)
-            for p, log in running.values(): p.wait(); log.close()
-            raise OutOfTime(f'the time limit of {limit:g} s is reached')
-        while todo and len(running) < jobs:
-            v, s = todo.pop(0)
-            log = open(work/f'{ablation_name(v, s, kw.get("budget", "cpu"), kw.get("smoke", False), kw.get("epochs"), kw.get("holdout", 0))}.log', 'w')
-            cmd = [sys.executable, '-c', 'from mae_nb.cli import main; main()', 'ablate', v, '--seeds', str(s), *flags]
-            running[(v, s)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-        time.sleep(0.2)
-        for key, (p, log) in list(running.items()):
-            if p.poll() is None: continue
-            log.close(); del running[key]
-            lines = Path(log.name).read_text().strip().splitlines() or ['(no output)']
-            print(lines[-1] if p.returncode == 0 else f'{key[0]} seed {key[1]} failed: {lines[-1]} (see {log.name})', flush=True)
-            if p.returncode: failed.append(key)
+    try:
+        while todo or running:
+            if limit is not None and time.perf_counter() - t0 > limit:   # the window is over: each run stops as at a Ctrl-C (below)
+                raise OutOfTime(f'the time limit of {limit:g} s is reached')
+            while todo and len(running) < jobs:
+                v, s = todo.pop(0)
+                log = open(work/f'{ablation_name(v, s, kw.get("budget", "cpu"), kw.get("smoke", False), kw.get("epochs"), kw.get("holdout", 0))}.log', 'w')
+                cmd = [sys.executable, '-c', 'from mae_nb.cli import main; main()', 'ablate', v, '--seeds', str(s), *flags]
+                running[(v, s)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True), log)
+            time.sleep(0.2)
+            for key, (p, log) in list(running.items()):
+                if p.poll() is None: continue
+                log.close(); del running[key]
+                lines = Path(log.name).read_text().strip().splitlines() or ['(no output)']
+                print(lines[-1] if p.returncode == 0 else f'{key[0]} seed {key[1]} failed: {lines[-1]} (see {log.name})', flush=True)
+                if p.returncode: failed.append(key)
+    except BaseException as e:                  # Ctrl-C, SIGTERM, the time limit: passed on to the runs, each waited for (they stop as at a Ctrl-C)
+        stop_children([p for p, _ in running.values()], e)
+        for _, log in running.values(): log.close()
+        raise
     if failed: raise RunError(f"{len(failed)} of {len(runs)} runs failed ({', '.join(f'{v} seed {s}' for v, s in failed)}): see their logs in {work}")
     return [ablate(v, s, **kw) for v, s in runs]               # every file now exists: read back, one line each
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .core import error_line, to_device
 from .data import TensorLoader, _EpochLoader, _per_channel, crop_boxes, mix_seed
 from .datasets import (IMAGENET_MEAN, IMAGENET_STD, UnreadableImages, _REPORTED, _check_dataset, _sample_path, _unreadable_errors,
-                             dataset_info, imagefolder, load_tensor_dataset)
+                             dataset_info, folder_dataset, imagefolder, load_tensor_dataset)
 
 # %% auto #0
 __all__ = ['default_workers', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader']
@@ -131,23 +131,28 @@ class FolderLoader(_StandIns, _WorkerPool, _EpochLoader):
 # %% ../nbs/11_loaders.ipynb #196fec56
 def image_bytes(root: str | Path, # the folder holding one folder per split
                 split: str = 'train', # the split's folder name
-               ): # torchvision.datasets.DatasetFolder: ds[i] -> (file bytes, uint8 (n,), class index)
+               ): # torchvision.datasets.ImageFolder: ds[i] -> (file bytes, uint8 (n,), class index)
     "The files of an ImageFolder tree, undecoded: the same samples, classes and order as `imagefolder`."
-    import torchvision
-    from torchvision.datasets.folder import IMG_EXTENSIONS
     from torchvision.io import read_file
-    folder = Path(root)/split
-    if not folder.is_dir(): imagefolder(root, split)                    # raises its explanation
-    return torchvision.datasets.DatasetFolder(str(folder), loader=read_file, extensions=IMG_EXTENSIONS)
+    return folder_dataset(root, split, loader=read_file)
 
 # %% ../nbs/11_loaders.ipynb #537eb82e
 def _is_jpeg(data: torch.Tensor) -> bool: return data.numel() > 2 and data[0].item() == 0xFF and data[1].item() == 0xD8
 
+def _decode_pil(data: torch.Tensor) -> torch.Tensor: # (3, H, W) uint8
+    "A file decoded as the workers decode it, by PIL, converted to RGB: a damaged file raises (PIL's OSError) and the process goes on."
+    import io, numpy as np
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as im: px = np.array(im.convert('RGB'))
+    except UnidentifiedImageError: raise UnidentifiedImageError('cannot identify image file') from None    # (not the buffer's address)
+    return torch.from_numpy(px).permute(2, 0, 1).contiguous()
+
 def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CPU, one tensor per image
                   device='cpu', # where to decode JPEGs ('cuda': nvJPEG); other formats decode on the CPU
                  ) -> list[torch.Tensor]: # (3, H_i, W_i) uint8 on `device`
-    "Decode a batch of image files to RGB: JPEGs in one batched call on `device`, anything else on the CPU."
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    "Decode a batch of image files to RGB: JPEGs in one batched call on `device`, anything else on the CPU, by PIL."
+    from torchvision.io import ImageReadMode, decode_jpeg
     device = torch.device(device)
     jpeg = [i for i, d in enumerate(data) if _is_jpeg(d)]
     out = [None] * len(data)
@@ -155,7 +160,7 @@ def decode_images(data: list[torch.Tensor], # file bytes, uint8 (n_i,) on the CP
         if device.type == 'cuda': torch.cuda.current_stream(device).synchronize()   # drained first: nvJPEG does not wait for it (above)
         for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)): out[i] = img
     for i, d in enumerate(data):
-        if out[i] is None: out[i] = to_device(decode_image(d, mode=ImageReadMode.RGB), device)
+        if out[i] is None: out[i] = to_device(_decode_pil(d), device)
     return out
 
 # %% ../nbs/11_loaders.ipynb #e84bc3ce

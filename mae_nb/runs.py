@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 import torch
 import torch.distributed as dist
-from .core import RunError, check_value, error_line, to_device
+from .core import RunError, check_value, error_line, to_device, write_text
 from .datasets import DATASETS, dataset_info
 from .loaders import make_loader
 from .model import MAEConfig, MaskedAutoencoder
@@ -181,14 +181,14 @@ class MetricsLog:
         if not self.path.exists(): return
         if keep_until is None:                                       # appending: first cut a line torn by a kill
             data = self.path.read_bytes()
-            if data and not data.endswith(b'\n'): self.path.write_bytes(data[:data.rfind(b'\n') + 1])
+            if data and not data.endswith(b'\n'): write_text(self.path, data[:data.rfind(b'\n') + 1].decode(), 'another `out_dir`')
             return
         kept = []
         for line in self.path.read_text().splitlines():
             try: rec = json.loads(line)
             except json.JSONDecodeError: continue                    # a line torn by a kill
             if rec.get('step', 0) <= keep_until: kept.append(line)
-        self.path.write_text(''.join(l + '\n' for l in kept))
+        write_text(self.path, ''.join(l + '\n' for l in kept), 'another `out_dir`')   # whole: a full disk must not cost the log
 
     def write(self, **rec):
         try:

@@ -12,7 +12,7 @@ import torch.nn as nn
 from .patches import patchify
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
 from .pos_embed import resize_pos_embed
-from .core import RunError, error_line
+from .core import RunError, atomic_path, error_line
 from .checkpoint import check_fits, check_writable, load_checkpoint, save_checkpoint
 
 # %% auto #0
@@ -115,7 +115,8 @@ def to_timm(model: MaskedAutoencoder): # timm.models.VisionTransformer, num_clas
 def save_timm(model: MaskedAutoencoder, path: str | Path) -> Path:
     "Write the encoder's weights as a plain state dict, the file form timm's `pretrained_cfg_overlay=dict(file=...)` reads."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(encoder_state_dict(model), path)
+    with atomic_path(path, errors=(OSError, RuntimeError)) as tmp, open(tmp, 'wb') as f:   # whole or not at all
+        torch.save(encoder_state_dict(model), f)                  # (through Python's file: a full disk says so)
     return path
 
 # %% ../nbs/16_weights.ipynb #be5d9891
@@ -228,9 +229,21 @@ def from_hf(hf, # transformers.ViTMAEForPreTraining
 
 # %% ../nbs/16_weights.ipynb #8b82a029
 def save_hf(model: MaskedAutoencoder, path: str | Path) -> Path:
-    "Write the model as a Hugging Face `ViTMAEForPreTraining` folder (config.json + weights), for `from_pretrained`."
-    to_hf(model).save_pretrained(str(path))
+    "Write the model as a Hugging Face `ViTMAEForPreTraining` folder (config.json + weights), for `from_pretrained`: built as `PATH.tmp`, then renamed whole."
+    from transformers.utils import logging as hf_logging
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    bar = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()       # no bar for one small write on stderr
+    try:
+        with atomic_path(path, folder=True, errors=(OSError, RuntimeError, _safetensors_error())) as tmp: to_hf(model).save_pretrained(str(tmp))
+    finally:
+        if bar: hf_logging.enable_progress_bar()
     return Path(path)
+
+def _safetensors_error() -> type:
+    "The error safetensors raises for a damaged or cut-short file (or a write that fails); `OSError` without safetensors."
+    try: from safetensors import SafetensorError
+    except ImportError: return OSError
+    return SafetensorError
 
 def load_hf(path: str, # a ViTMAEForPreTraining folder, or the name of a Hub model already in the local cache
            ) -> MaskedAutoencoder:
@@ -244,6 +257,10 @@ def load_hf(path: str, # a ViTMAEForPreTraining folder, or the name of a Hub mod
                                     f"or download the model first (hf download {path}) on a machine with internet") from None
         if not local: raise FileNotFoundError(f"{path} does not exist: pass a ViTMAEForPreTraining folder (config.json and weights, as save_hf writes)") from None
         raise RunError(f"could not read {path} as a ViTMAEForPreTraining folder ({error_line(e)}): pass a folder written by save_hf") from None
+    except _safetensors_error() as e:                          # a weights file cut short (a full disk, a broken download) or empty
+        files = sorted(Path(path).glob('*.safetensors')) if local else []
+        name = files[0] if len(files) == 1 else f'a weights file of {path}'
+        raise RunError(f"{name} is truncated or damaged ({error_line(e)}): write or download the folder again") from None
 
 # %% ../nbs/16_weights.ipynb #2c2b96cf
 def convert(src: str, dst: str,
@@ -256,7 +273,7 @@ def convert(src: str, dst: str,
     if to not in ('mae', 'timm', 'hf') or from_ not in ('mae', 'hf'): raise ValueError(f"convert from mae or hf to mae, timm or hf; got {from_} -> {to}")
     if Path(dst).exists() and (Path(dst).is_file() or any(Path(dst).iterdir())):        # never replace a checkpoint or a run
         raise ValueError(f"DST {dst} exists: convert writes a new file or folder; choose another name or remove it first")
-    check_writable(Path(dst).parent if to != 'hf' else Path(dst), 'DST')                   # before reading anything
+    check_writable(Path(dst).parent, 'DST')                                                 # before reading anything
     if from_ == 'hf': model = load_hf(src)
     else:
         model, report = load_pretrained(src, num_heads, decoder_num_heads, **({'norm_pix_loss': True} if norm_pix_loss else {}))

@@ -213,3 +213,15 @@ def test_suite_time_limit_through_the_cli(tmp_path, monkeypatch, capsys):
     assert [e['name'] for e in rep['entries']] == names[:2] and rep['entries'][1]['reason'] == 'stopped by the time limit'
     assert rep['not_reached'] == names[2:] and f"not reached {', '.join(names[2:])}" in out
     assert rep['command'] == f'mae_nb bench --suite --device cpu --out {tmp_path} --time-limit 2s'
+
+
+def test_scaling_through_the_cli(tmp_path, monkeypatch, capsys):
+    "`bench --scaling FOLDER`: the encoders' times and FLOPs with and without mask tokens, into FOLDER/DEVICE.json (small presets here)."
+    timed, threads = bench.time_encoders, torch.get_num_threads()
+    monkeypatch.setattr(bench, 'time_encoders', lambda **kw: timed(presets=('fmnist',), repeats=1))
+    main(['bench', '--scaling', str(tmp_path/'scaling')])
+    rep = json.loads((tmp_path/'scaling'/f"{bench.device_slug(device_name('cpu'))}.json").read_text())
+    row = rep['presets']['fmnist']
+    assert rep['command'] == f"mae_nb bench --scaling {tmp_path/'scaling'}" and rep['threads'] == 1 and torch.get_num_threads() == threads   # (restored)
+    assert row['flop_ratio'] > 3 and row['time_ratio'] > 0 and set(row['ms_per_img']) == {'visible', 'mask_tokens'}
+    assert 'fmnist: ' in capsys.readouterr().out
