@@ -335,7 +335,77 @@ def build_site(out: Path = SITE, notebooks: list[Path] | None = None) -> list[Pa
         for name, data in res.get('outputs', {}).items():
             (out/name).parent.mkdir(parents=True, exist_ok=True); (out/name).write_bytes(data)
         written.append(out/page)
+    if any(EXPLORER_LINK in p.read_text() for p in written): build_explorer(out/'explorer')
     return written
+
+
+# ---------------------------------------------------------------- the explorer page: the trained MAE in the reader's browser
+EXPLORER_SRC = ROOT/'explorer'                       # its HTML, JS and CSS, and package.json pinning onnxruntime-web
+EXPLORER_LINK = 'explorer/index.html'                # pages that link here make build_site build it
+EXPLORER_CACHE = ROOT/'build'/'explorer'             # the exported .onnx, kept between builds (named by what it is made from)
+ORT_FILES = ('ort.wasm.min.js', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm')   # the WebAssembly back end only
+EXPLORER_IMAGES = 16                                 # the first test images, as the notebook's explorer
+
+
+def onnxruntime_web() -> Path | None:
+    """onnxruntime-web's dist/ folder, installed into explorer/node_modules by `npm ci` (the versions of package-lock.json)
+    where missing or made from another lock file; None, after saying why, without npm or when the install fails."""
+    import shutil
+    dist, lock = EXPLORER_SRC/'node_modules'/'onnxruntime-web'/'dist', EXPLORER_SRC/'package-lock.json'
+    stamp, want = EXPLORER_SRC/'node_modules'/'.mae_nb-lock', hashlib.sha256(lock.read_bytes()).hexdigest()
+    if all((dist/f).is_file() for f in ORT_FILES) and stamp.is_file() and stamp.read_text() == want: return dist
+    if not (npm := shutil.which('npm')):
+        print(f'npm is missing: the explorer page is built without ONNX Runtime Web ({NPM_HINT})', flush=True); return None
+    cmd = [npm, 'ci', '--no-audit', '--no-fund', '--ignore-scripts']
+    print('+', ' '.join(cmd), f'(in {EXPLORER_SRC.relative_to(ROOT)}/)', flush=True)
+    if subprocess.run(cmd, cwd=EXPLORER_SRC).returncode or not all((dist/f).is_file() for f in ORT_FILES):
+        print('npm ci failed: the explorer page is built without ONNX Runtime Web', flush=True); return None
+    stamp.write_text(want)
+    return dist
+
+
+def explorer_model() -> Path:
+    "models/fmnist-mae.pt exported to ONNX by `mae_nb.weights.export_onnx`, cached in build/explorer/ under the hash of what makes it."
+    from mae_nb import weights
+    from mae_nb.visualize import trained_mae
+    key = hashlib.sha256(LESSON_MODEL.read_bytes() + inspect.getsource(weights).encode()).hexdigest()[:16]
+    onnx = EXPLORER_CACHE/f'fmnist-mae-{key}.onnx'
+    if not onnx.exists():
+        tmp = weights.export_onnx(trained_mae()[0], onnx.with_suffix('.tmp'))
+        os.replace(tmp, onnx)
+        for old in EXPLORER_CACHE.glob('fmnist-mae-*.onnx'):
+            if old != onnx: old.unlink()
+    return onnx
+
+
+def explorer_data() -> dict:
+    "What the page needs besides the model: the first test images, normalised as the model takes them, their labels, geometry, provenance."
+    from mae_nb.data import FASHION_CLASSES, fashion_mnist
+    from mae_nb.datasets import dataset_info
+    from mae_nb.visualize import trained_mae
+    model, prov = trained_mae()
+    info, (imgs, labels) = dataset_info('fmnist'), fashion_mnist('test')
+    mean, std = info['mean'][0], info['std'][0]
+    x = (imgs[:EXPLORER_IMAGES].float() / 255 - mean) / std                      # (16, 28, 28)
+    return dict(mean=mean, std=std, grid=model.cfg.grid_size, patch_size=model.cfg.patch_size, in_chans=model.cfg.in_chans,
+                params_millions=round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
+                images=[[round(v, 6) for v in im.flatten().tolist()] for im in x],
+                labels=[FASHION_CLASSES[int(l)] for l in labels[:EXPLORER_IMAGES]], provenance=prov)
+
+
+def build_explorer(out: Path) -> Path:
+    """The explorer page in `out` (`_docs/explorer/`): its HTML/JS/CSS, the model as ONNX, the images as JSON and
+    onnxruntime-web's WebAssembly back end (from npm) in ort/. Everything it loads is in that folder: no request leaves it.
+    Browsers do not run WebAssembly from file:// pages, so it works served (`python3 run.py site --serve`, or any web host)."""
+    import json, shutil
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ('index.html', 'explorer.js', 'explorer.css'): shutil.copyfile(EXPLORER_SRC/f, out/f)
+    shutil.copyfile(explorer_model(), out/'mae.onnx')
+    (out/'data.json').write_text(json.dumps(explorer_data(), separators=(',', ':')))
+    if dist := onnxruntime_web():
+        (out/'ort').mkdir(exist_ok=True)
+        for f in ORT_FILES: shutil.copyfile(dist/f, out/'ort'/f)
+    return out/'index.html'
 
 
 # ---------------------------------------------------------------- Chromium, to check the website in a real browser
@@ -347,6 +417,26 @@ CHROMIUM_HINT = ('run `sudo apt-get install chromium` (Debian; elsewhere install
 def find_chromium() -> str | None:
     import shutil
     return next((p for n in CHROMIUM_NAMES if (p := shutil.which(n))), None)
+
+
+NPM_HINT = 'run `sudo apt-get install npm` (Debian; elsewhere install Node.js with npm) so that an `npm` is on PATH'
+
+
+def ensure_npm() -> str | None:
+    "npm on PATH; where there is none, Debian's package installed with apt-get (as root, or with sudo), as `ensure_chromium` does."
+    import shutil
+    if exe := shutil.which('npm'): return exe
+    root = os.name == 'posix' and os.geteuid() == 0
+    sudo = [] if root else ['sudo', *([] if sys.stdin.isatty() else ['-n'])] if shutil.which('sudo') else None
+    if shutil.which('apt-get') and sudo is not None:
+        print("npm is missing: installing Debian's package with apt-get for the explorer page's ONNX Runtime Web", flush=True)
+        pre = [*sudo, 'env', 'DEBIAN_FRONTEND=noninteractive'] if sudo else []
+        for cmd in (['apt-get', 'update', '-q'], ['apt-get', 'install', '-y', '-q', '--no-install-recommends', 'npm']):
+            print('+', ' '.join(pre + cmd), flush=True)
+            if subprocess.run(pre + cmd, env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}).returncode: break
+        if exe := shutil.which('npm'): return exe
+    print(f'npm is missing and could not be installed here: {NPM_HINT}; the explorer page cannot run the model without it.', flush=True)
+    return None
 
 
 def ensure_chromium() -> str | None:
@@ -491,20 +581,54 @@ class Chromium:
         return found
 
 
+def site_handler(directory: Path, quiet: bool = False):
+    "An HTTP handler serving `directory`, with the media types the explorer's ES modules and WebAssembly need."
+    import http.server
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, '.mjs': 'text/javascript', '.js': 'text/javascript',
+                          '.wasm': 'application/wasm', '.json': 'application/json', '.onnx': 'application/octet-stream'}
+        def __init__(self, *a, **kw): super().__init__(*a, directory=str(directory), **kw)
+        def log_message(self, *a):
+            if not quiet: super().log_message(*a)
+    return Handler
+
+
+def check_explorer(browser: Chromium, site: Path = SITE) -> list[str]:
+    "The explorer page of `site`, served on a free local port and loaded in `browser`: its problems (none when the model ran)."
+    import http.server, threading
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), site_handler(site, quiet=True))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f'http://127.0.0.1:{httpd.server_address[1]}/explorer/index.html'
+    try:
+        target, s, nav = browser.open(url)
+        if not nav.get('errorText'):
+            load = browser.wait(s, lambda e: e.get('method') == 'Page.lifecycleEvent' and e['params']['name'] == 'load'
+                                and e['params'].get('loaderId') == nav.get('loaderId'))
+            browser.events.append(load)                  # `finish` waits for it too
+            r = browser.send('Runtime.evaluate', s, expression='window.explorerStarted.then(() => window.explorerState)',
+                             awaitPromise=True, returnByValue=True)
+            ran = (r.get('result', {}).get('value') or {}).get('ready')
+        _, probs = browser.finish(url, target, s, nav)
+        return probs + ([] if nav.get('errorText') or ran else ['the model did not run'])
+    finally: httpd.shutdown(); httpd.server_close()
+
+
 def cmd_site(serve: bool, port: int = 8000):
     pages = build_site()
     print(f'wrote {len(pages)} pages to {SITE.relative_to(ROOT)}/: open {(SITE/"index.html").as_uri()}')
     if exe := find_chromium():                       # each page in a real browser: console errors, images not decoded
-        with Chromium(exe) as browser: found = browser.check(pages)
+        with Chromium(exe) as browser:
+            found = browser.check(pages)
+            explorer = check_explorer(browser) if (SITE/'explorer'/'ort').is_dir() else None   # over HTTP: WebAssembly
         bad = {p.relative_to(SITE).as_posix(): probs for p, (_, probs) in found.items() if probs}
         for page, probs in bad.items(): print(f'  {page}: ' + '; '.join(probs))
         print(f'Chromium: {len(bad)} of {len(pages)} pages have problems (above)' if bad else
               f'Chromium shows every page without a console error, every image decoded')
+        if explorer is not None: print(f'explorer page (served): ' + ('; '.join(explorer) if explorer else 'the model runs, no console error'))
     if serve:
-        import functools, http.server
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
-        with http.server.ThreadingHTTPServer(('127.0.0.1', port), handler) as httpd:
-            print(f'serving on http://127.0.0.1:{port}/ (Ctrl-C stops)', flush=True)
+        import http.server
+        with http.server.ThreadingHTTPServer(('127.0.0.1', port), site_handler(SITE)) as httpd:
+            print(f'serving on http://127.0.0.1:{port}/ (the explorer: http://127.0.0.1:{port}/explorer/; Ctrl-C stops)', flush=True)
             try: httpd.serve_forever()
             except KeyboardInterrupt: pass
 
@@ -621,12 +745,12 @@ def main(argv):
         cmd_demo_vs(rest[0], env)
     elif cmd == 'readme': sh(BIN/'python', ROOT/'run.py', '_readme', env=env)
     elif cmd == 'site':
-        ensure_chromium()
+        ensure_chromium(); ensure_npm()
         sh(BIN/'python', ROOT/'run.py', '_site', *rest, env=env)
     elif cmd == 'lab': cmd_lab(rest, env)
     elif cmd == 'lesson-model': cmd_lesson_model(rest, env)
     elif cmd == 'test':
-        ensure_chromium()                            # the website's browser tests fail (not skip) without it
+        ensure_chromium(); ensure_npm()              # the website's browser tests fail (not skip) without them
         env['MAE_NB_REQUIRE_BROWSER'] = '1'
         sh(BIN/'nbdev_test', '--timing', *rest, env=env)
         sh(BIN/'python', '-m', 'pytest', '-q', 'tests', env=env)

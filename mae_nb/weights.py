@@ -8,6 +8,8 @@ import re
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
+import torch.nn as nn
+from .patches import patchify
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
 from .pos_embed import resize_pos_embed
 from .core import RunError, atomic_path, error_line
@@ -16,7 +18,7 @@ from .checkpoint import check_fits, check_writable, load_checkpoint, save_checkp
 # %% auto #0
 __all__ = ['KNOWN_HEADS', 'IGNORED_PREFIXES', 'clean_state_dict', 'config_from_state_dict', 'load_pretrained', 'timm_name',
            'to_timm', 'save_timm', 'with_img_size', 'hf_config', 'hf_model', 'have_transformers', 'hf_key_map', 'to_hf',
-           'config_from_hf', 'from_hf', 'save_hf', 'load_hf', 'convert']
+           'config_from_hf', 'from_hf', 'save_hf', 'load_hf', 'convert', 'KeptPatchesMAE', 'kept_noise', 'export_onnx']
 
 # %% ../nbs/16_weights.ipynb #9acba7bf
 # width -> attention heads: ViT-Ti/S/B/L/H (Dosovitskiy et al.; heads of 64 channels, 16 for ViT-H),
@@ -282,3 +284,53 @@ def convert(src: str, dst: str,
     else: save_hf(model, dst)
     print(f"wrote {dst} ({to}; embed_dim {cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, img {cfg.img_size})")
     return model
+
+# %% ../nbs/16_weights.ipynb #1ca34bbd
+class KeptPatchesMAE(nn.Module):
+    "A masked autoencoder's forward with the visible patches given (`ids_keep`) instead of drawn: the graph `export_onnx` writes."
+    def __init__(self, mae: MaskedAutoencoder): super().__init__(); self.mae = mae
+
+    def forward(self, imgs: torch.Tensor, # (B, C, H, W) as the model takes them
+                ids_keep: torch.Tensor, # (B, N_keep) int64: the visible patches, any order, any number from 1 to N
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # pred (B, N, p*p*C), loss on the removed patches (B,), mask (B, N)
+        m = self.mae
+        x = m.patch_embed(imgs) + m.pos_embed[:, 1:]                         # (B, N, D)
+        B, N, D = x.shape
+        x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, D))       # (B, N_keep, D)
+        x = torch.cat([(m.cls_token + m.pos_embed[:, :1]).expand(B, -1, -1), x], dim=1)
+        for blk in m.blocks: x = blk(x)
+        x = m.decoder_embed(m.norm(x))                                       # (B, 1+N_keep, Dd)
+        Dd = x.shape[-1]
+        x_ = m.mask_token.expand(B, N, Dd).scatter(1, ids_keep[..., None].expand(-1, -1, Dd), x[:, 1:])   # (B, N, Dd) image order
+        x = torch.cat([x[:, :1], x_], dim=1) + m.decoder_pos_embed
+        for blk in m.decoder_blocks: x = blk(x)
+        pred = m.decoder_pred(m.decoder_norm(x))[:, 1:]                      # (B, N, p*p*C)
+        mask = torch.ones(B, N, dtype=pred.dtype, device=pred.device).scatter(1, ids_keep, 0.)   # 1 = removed
+        err = ((pred - patchify(imgs, m.cfg.patch_size)) ** 2).mean(-1)      # (B, N) per patch
+        return pred, (err * mask).sum(1) / mask.sum(1).clamp(min=1), mask
+
+def kept_noise(ids_keep: torch.Tensor, # (B, N_keep) the visible patches
+               num_patches: int, # N
+              ) -> tuple[torch.Tensor, float]: # noise (B, N), mask_ratio
+    "Noise and mask ratio with which `random_masking` keeps exactly `ids_keep`."
+    B, K = ids_keep.shape
+    noise = (1 + torch.arange(num_patches) / num_patches).repeat(B, 1).scatter(1, ids_keep, 0.)
+    return noise, max(0., (num_patches - K - 0.5) / num_patches)
+
+# %% ../nbs/16_weights.ipynb #d868040a
+def export_onnx(model: MaskedAutoencoder, # a (trained) masked autoencoder
+                path: str | Path, # the .onnx file to write
+                opset: int = 18, # ONNX opset
+               ) -> Path:
+    "Write `KeptPatchesMAE(model)` as ONNX: inputs `imgs` (1, C, H, W) and `ids_keep` (1, N_keep), N_keep dynamic."
+    import warnings
+    path, cfg = Path(path), model.cfg
+    imgs = torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)
+    ids = torch.arange(max(1, cfg.num_patches // 4))[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():   # the TorchScript exporter: seconds, where the dynamo one takes a minute here
+        warnings.simplefilter('ignore')
+        torch.onnx.export(KeptPatchesMAE(model).eval(), (imgs, ids), str(path), input_names=['imgs', 'ids_keep'],
+                          output_names=['pred', 'loss', 'mask'], dynamic_axes={'ids_keep': {1: 'n_keep'}},
+                          opset_version=opset, dynamo=False)
+    return path
