@@ -407,8 +407,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
                 if not update: continue
                 pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
                 if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
-                end = i + 1 == n_micro
-                save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
+                end = i + 1 == n_micro; save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
                 if not (save or pos['step'] % tc.log_every == 0): continue
                 pos['loss'] = check_diverged(meter.read(world), model if save else None, f"step {pos['step']} (epoch {epoch})", ckpt, writer,
                                              step.amp is torch.float16, 'lr' if tc.lr is not None else 'blr')   # nothing diverged is saved
