@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .core import check_value, error_line, flag, to_device, write_json, write_text
+from .core import check_numbers, check_value, error_line, flag, to_device, write_json, write_text
 from .loaders import DeviceDecodeLoader, decode_images, default_workers, image_bytes
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops, train_flops
 from .train import batch_noise, param_groups
@@ -392,7 +392,7 @@ class BenchConfig:
     def __post_init__(self):
         check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
         check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
-        check_positive_ints(self, 'batch_size', 'iters', 'windows', 'epochs')
+        check_numbers(self); check_positive_ints(self, 'batch_size', 'iters', 'windows', 'epochs')
         check_positive_ints(self, 'decoder_depth', optional="the preset's")
         check_value(self.warmup >= 0, 'warmup', self.warmup, 'at least 0')
         check_value(self.peak_tflops is None or self.peak_tflops > 0, 'peak_tflops', self.peak_tflops, 'positive')
@@ -407,7 +407,7 @@ def run_bench(bc: BenchConfig) -> dict:
     "Run `benchmark` as `bc` says (with `bc.suite`: `run_suite`; with `bc.scaling`: `write_scaling`); print the table (and the time to train) first, then write the JSON."
     if bc.suite: return run_suite(bc)
     if bc.scaling: return json.loads(write_scaling(bc.scaling).read_text())
-    if bc.json: check_result_path(bc.json, 'rows', 'json')
+    if bc.json: check_result_path(bc.json, 'bench', 'json')
     over, names = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth), tuple(bc.contenders.split(','))
     found = None
     if bc.find_batch:
@@ -426,7 +426,7 @@ def run_bench(bc: BenchConfig) -> dict:
         print(f"\n{bc.epochs} epochs of ImageNet-1K at {ours['img_per_s']:.1f} img/s per device (perfect scaling): "
               + ', '.join(f'{n} device(s) {h:.1f} h' for n, h in hours.items()))
     if found: res['find_batch'] = found
-    if bc.json: write_json(bc.json, res)
+    if bc.json: write_json(bc.json, {'result': 'bench', **res})
     return res
 
 # %% ../nbs/18_benchmark.ipynb #dc4fbdef

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_checkpoint.ipynb #5acd267a
 from __future__ import annotations
-import json, os, re, signal, subprocess, tempfile, threading
+import json, math, os, re, signal, subprocess, tempfile, threading
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -14,8 +14,8 @@ from .model import MAEConfig, MaskedAutoencoder
 
 # %% auto #0
 __all__ = ['deferred_interrupt', 'save_checkpoint', 'check_fits', 'load_checkpoint', 'load_model', 'check_writable',
-           'check_result_path', 'Terminated', 'sigterm_interrupts', 'stop_children', 'CheckpointWriter',
-           'hold_run_folder', 'release_run_folder']
+           'result_kind', 'check_result_path', 'Terminated', 'sigterm_interrupts', 'stop_children', 'CheckpointWriter',
+           'check_diverged', 'hold_run_folder', 'release_run_folder']
 
 # %% ../nbs/12_checkpoint.ipynb #29e834ce
 _STOPS = (signal.SIGINT, signal.SIGTERM)          # Ctrl-C, and what a cluster (or torchrun) sends to stop a process
@@ -48,7 +48,7 @@ def save_checkpoint(path: str | Path, # where the checkpoint goes
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
         if not isinstance(e, (OSError, RuntimeError)): raise     # a full disk surfaces as OSError or as torch's writer error
-        kept = '; the previous checkpoint is kept' if path.exists() else ''
+        kept = '; the previous checkpoint is kept' if path.is_file() else ''
         raise RunError(f"could not write {path} ({error_line(e, file=False)}){kept}: free some disk space, or choose another `out_dir`") from None
 
 # %% ../nbs/12_checkpoint.ipynb #85a16266
@@ -100,8 +100,10 @@ def load_model(path: str | Path, # a checkpoint of a masked autoencoder
     "A `MaskedAutoencoder` with the weights of a checkpoint, built from the config stored in it (or `cfg`)."
     ckpt = load_checkpoint(path)
     if cfg is None:
-        if not isinstance(ckpt.get('config'), dict): raise ValueError(f"{path} stores no config: pass one (e.g. MAEConfig.from_preset('large'))")
-        cfg = MAEConfig(**ckpt['config'])
+        if not isinstance(ckpt.get('config'), dict): raise ValueError(f"{path} stores no config (its architecture): convert it first (mae_nb convert SRC DST works it out from the weights), or in Python pass `cfg`")
+        try: cfg = MAEConfig(**ckpt['config'])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} stores a config no model can be made from ({error_line(e)}): the file is damaged, or not from mae_nb") from None
     model = MaskedAutoencoder(cfg)
     check_fits(ckpt, model, path, 'a masked autoencoder: a pretraining checkpoint (from mae_nb pretrain, or released MAE weights)')
     model.load_state_dict(ckpt['model'])
@@ -119,15 +121,31 @@ def check_writable(folder: str | Path, # created if missing
     except OSError as e: raise RunError(f"`{field}` {folder}: cannot write there ({error_line(e, file=False)}): choose a folder you can write to") from None
     return folder
 
-def check_result_path(path: str | Path, kind: str, # a key every result of this kind has, e.g. 'pretrained'
-                      field: str = 'out_dir') -> Path:
-    "Refuse (one line) to write a result to `path` if its folder is not writable or `path` holds something else than such a result."
+def result_kind(obj) -> str | None:
+    "What a result holds — 'probe', 'knn', 'demo', 'bench', 'ablation': its `result` field, or (older files) what its keys say."
+    if not isinstance(obj, dict): return None
+    if isinstance(obj.get('result'), str): return obj['result']
+    if 'gain_linear_probe' in obj: return 'demo'
+    if isinstance(obj.get('pretrained'), dict): return 'probe' if 'linear_probe' in obj['pretrained'] else 'knn'
+    return 'bench' if 'rows' in obj else 'ablation' if 'variant' in obj else None
+
+def _same(a, b) -> bool: return a == b or (isinstance(a, str) and isinstance(b, str) and os.path.realpath(a) == os.path.realpath(b))
+
+def check_result_path(path: str | Path, kind: str, # what the command writes: 'probe', 'knn', 'demo', 'bench', 'ablation'
+                      field: str = 'out_dir', # the setting that chose `path`, named in the message
+                      same: dict | None = None, # what says which run a result is of, e.g. dict(checkpoint=...): another run's is kept
+                     ) -> Path:
+    "Refuse (one line) to write a result to `path` if its folder is not writable, or `path` holds anything but a result of this kind and run."
     path = Path(path)
-    if path.is_dir(): raise RunError(f"`{field}` {path} is a folder: give a file name, e.g. {path/'result.json'}")
+    if path.is_dir(): raise RunError(f"`{field}` {path} is a folder: give a file name, e.g. {path/(kind + '.json')}")
     if path.exists():
-        try: ok = kind in json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError, OSError): ok = False
-        if not ok: raise RunError(f"`{field}` {path} exists and is not a result of this kind: choose another file name")
+        try: old = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, OSError): old = None
+        if (have := result_kind(old)) != kind:
+            raise RunError(f"`{field}` {path} exists and is not a result of this kind ({'a ' + have + ' result' if have else 'not a ' + kind + ' result'}"
+                           f", which a {kind} never replaces): choose another file name")
+        if other := [f'{k} {old.get(k)}' for k, v in (same or {}).items() if not _same(old.get(k), v)]:
+            raise RunError(f"`{field}` {path} holds the {kind} result of another run ({', '.join(other)}): choose another file name, or remove it first")
     check_writable(path.parent, field)
     return path
 
@@ -191,6 +209,21 @@ class CheckpointWriter:
             raise e
 
     close = wait
+
+# %% ../nbs/12_checkpoint.ipynb #a1d78e58
+def check_diverged(loss: float, # the loss just read (NaN if any step's was not finite)
+                   model: torch.nn.Module | None, # with a checkpoint due: its weights are checked too (the loss is from before the update)
+                   where: str, # e.g. 'step 12 (epoch 0)'
+                   ckpt: Path, writer: CheckpointWriter | None = None, # the run's checkpoint, and its writer (a write may be in flight)
+                   fp16: bool = False, # the run computes in float16 (overflow is then the likely cause)
+                   lr_field: str = 'blr', # the setting that chose the learning rate
+                  ) -> float:
+    "`loss`, unless it or a weight is not finite: then stop, before anything diverged is saved, with a message true of this run."
+    if math.isfinite(loss) and (model is None or bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())): return loss
+    kept = ckpt.exists() or (writer is not None and writer.thread is not None)
+    fix = (f'resume with `amp` bf16 instead of fp16, or ' if fp16 else '') + f'start again with a lower `{lr_field}`' + (' and another `out_dir`' if kept else '')
+    raise FloatingPointError(f"the {'loss' if not math.isfinite(loss) else 'weights'} became non-finite at {where}: stopped before saving them; "
+                             + (f'the last good checkpoint {ckpt} is kept' if kept else 'no checkpoint was written') + f': {fix}')
 
 # %% ../nbs/12_checkpoint.ipynb #4c0a1b02
 _HELD: dict[str, object] = {}   # the run folders this process holds: resolved path -> its open lock file

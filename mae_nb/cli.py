@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, dataclasses, inspect, os, re, sys, typing
 from . import __version__
-from .core import ConfigError, RunError, as_flags, error_line, flag
+from .core import ConfigError, RunError, error_line, flag
 from .checkpoint import Terminated, sigterm_interrupts
 from .datasets import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
@@ -19,8 +19,8 @@ from .weights import convert
 from .distributed import AMP_MODES
 
 # %% auto #0
-__all__ = ['CHOICES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'field_docs', 'config_flags', 'config_from', 'build_parser',
-           'command_fields', 'user_message', 'main']
+__all__ = ['CHOICES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'FIELD_FLAGS', 'field_docs', 'config_flags', 'config_from',
+           'build_parser', 'command_fields', 'user_message', 'main']
 
 # %% ../nbs/19_cli.ipynb #2e713cf4
 def field_docs(cls) -> dict[str, str]:
@@ -172,15 +172,19 @@ _GO_ON = 'the last checkpoint is kept: continue with the same command and --resu
 AFTER_CTRL_C = dict(pretrain=_GO_ON, finetune=_GO_ON, demo='the last checkpoint is kept: run the same command again to continue',
                     ablate='finished runs keep their JSON files: run the same command again to go on')   # what Ctrl-C leaves behind
 
-def command_fields(parser: argparse.ArgumentParser, command: str) -> set[str]:
-    "The fields (argument destinations) that `command` has flags or arguments for."
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    return {a.dest for a in sub._actions}
+FIELD_FLAGS = dict(demo=dict(out_dir='--out'), ablate=dict(out_dir='--work'))   # fields a command sets through a flag of another name
 
-def user_message(e: BaseException, fields) -> str:
-    "The one line a command-line user reads for `e`: the fields it names written as this command's flags."
-    msg = e.say(flag(e.field) if e.field in fields else e.field) if isinstance(e, ConfigError) else error_line(e)
-    return as_flags(msg, fields)
+def command_fields(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    "How `command` lets the user set each field: field → its flag (`--batch-size`), or an argument's name (`checkpoint`)."
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    own = {a.dest: a.option_strings[0] if a.option_strings else a.dest for a in sub._actions if a.dest != 'help'}
+    return {**own, **FIELD_FLAGS.get(command, {})}
+
+def user_message(e: BaseException, fields: dict[str, str]) -> str:
+    "The one line a command-line user reads for `e`: each field it names as this command's flag — or, without one, in words, never as a flag it lacks."
+    say = lambda field: fields.get(field) or field.replace('_', ' ')
+    msg = e.say(say(e.field)) if isinstance(e, ConfigError) else error_line(e)
+    return re.sub(r'`(\w+)`', lambda m: say(m[1]), msg)
 
 def main(argv: list[str] | None = None):
     "Entry point of the `mae_nb` console command."

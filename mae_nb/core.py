@@ -4,14 +4,14 @@
 
 # %% ../nbs/core.ipynb #9af3da63
 from __future__ import annotations
-import json, os, re, shutil
+import dataclasses, json, math, os, re, shutil
 from contextlib import contextmanager
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['FLAG_NAMES', 'ConfigError', 'check_value', 'RunError', 'error_line', 'atomic_path', 'write_text', 'write_json',
-           'save_figure', 'to_device', 'flag', 'as_flags']
+__all__ = ['BIGGEST', 'MAX_LR', 'FLAG_NAMES', 'ConfigError', 'check_value', 'check_numbers', 'RunError', 'error_line',
+           'atomic_path', 'write_text', 'write_json', 'save_figure', 'to_device', 'flag', 'as_flags']
 
 # %% ../nbs/core.ipynb #f953982e
 class ConfigError(ValueError):
@@ -31,6 +31,19 @@ def check_value(ok: bool, # the condition the value must meet
                ):
     "Raise a one-line `ConfigError` naming the field, the value and the valid range unless `ok`."
     if not ok: raise ConfigError(name, value, rule)
+
+BIGGEST = 2 ** 62   # no number a run uses is larger: above it torch's 64-bit integers (steps, seeds) and AdamW's float32 updates overflow
+MAX_LR = 10.0      # the largest learning rate: AdamW moves each weight by about lr per step (above 1 every run diverges)
+
+def check_numbers(cfg, # a dataclass instance: a config
+                 ):
+    "One rule for every number of `cfg` (and each in a tuple field): finite — no NaN, no ±inf — and at most `BIGGEST` in size."
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)): continue
+            check_value(math.isfinite(x), f.name, v, 'a finite number')
+            check_value(abs(x) <= BIGGEST, f.name, v, f'at most {BIGGEST:.2g} in size')
 
 # %% ../nbs/core.ipynb #cc3ef277
 class RunError(Exception):

@@ -145,8 +145,8 @@ class _EpochLoader:
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.drop_last = train if drop_last is None else drop_last
         if len(self) == 0:
-            raise ValueError(f"batch_size {batch_size} is larger than the {n // world_size} samples per rank, and drop_last drops them all: "
-                             "lower `batch_size`")
+            raise ValueError(f"`batch_size` {batch_size} is larger than the {n // world_size} samples per rank, and a training epoch drops "
+                             "the last partial batch, so it would have none: lower `batch_size`, or use more images")
 
     def indices(self, epoch: int | None = None) -> torch.Tensor: # (N // world_size,) int64 on CPU
         "This rank's dataset indices for `epoch` (default: the current one), in the order they are served."

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .core import RunError, check_value, flag, save_figure, write_json
+from .core import RunError, check_numbers, check_value, flag, save_figure, write_json
 from .data import TensorLoader, mix_seed
 from .datasets import dataset_info, folder_classes, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
@@ -111,7 +111,7 @@ class ProbeConfig:
 
     def __post_init__(self):
         if self.pool not in POOLS: raise ValueError(f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}")
-        check_positive_ints(self, 'epochs', 'k', 'batch_size')
+        check_numbers(self); check_positive_ints(self, 'epochs', 'k', 'batch_size')
         check_positive_ints(self, 'limit', 'eval_limit', optional=True)
         check_positive_ints(self, 'img_size', optional="the checkpoint's")
         for k in ('holdout', 'seed'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
@@ -178,10 +178,10 @@ def probe_encoder(model: MaskedAutoencoder, # its encoder is probed (with nothin
 # %% ../nbs/17_experiments.ipynb #bef18ec1
 def probe(pc: ProbeConfig) -> dict:
     "Probe `pc.checkpoint` (and a random init of its architecture with `random_init`); print the results and write them as JSON."
-    path = pc.result_path()
-    if path is not None: check_result_path(path, 'pretrained', 'out')   # before the work, not after it
+    path, kind = pc.result_path(), 'probe' if pc.linear else 'knn'
+    if path is not None: check_result_path(path, kind, 'out', dict(checkpoint=pc.checkpoint))   # before the work, not after it
     model = load_model(pc.checkpoint)
-    res = dict(checkpoint=pc.checkpoint, dataset=pc.dataset, pretrained=probe_encoder(model, pc))
+    res = dict(result=kind, checkpoint=pc.checkpoint, dataset=pc.dataset, pretrained=probe_encoder(model, pc))
     if pc.random_init:
         torch.manual_seed(0)
         res['random_init'] = probe_encoder(MaskedAutoencoder(model.cfg), pc)
@@ -216,7 +216,7 @@ class DemoConfig:
     progress: bool = True           # progress bars while pretraining
 
     def __post_init__(self):
-        check_positive_ints(self, 'epochs', 'probe_epochs', 'batch_size', 'probe_train')
+        check_numbers(self); check_positive_ints(self, 'epochs', 'probe_epochs', 'batch_size', 'probe_train')
         check_positive_ints(self, 'limit', 'eval_limit', optional=True)
         check_positive_ints(self, 'decoder_depth', optional="the preset's")
         check_value(0 < self.mask_ratio < 1, 'mask_ratio', self.mask_ratio, 'in (0, 1): the fraction of patches the encoder does not see')
@@ -244,7 +244,8 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
         ) -> dict:
     "Pretrain on Fashion-MNIST, write pictures, and compare the linear probe of the pretrained and a random-init encoder."
     dc = replace(dc or DEMO, **changes)
-    out, t0 = check_writable(dc.out), time.perf_counter()
+    out, t0 = check_writable(dc.out, 'out'), time.perf_counter()
+    check_result_path(out/'demo.json', 'demo', 'out')                  # never over another kind of result
     mc = MAEConfig.from_preset(dc.preset, mask_ratio=dc.mask_ratio, **({} if dc.decoder_depth is None else dict(decoder_depth=dc.decoder_depth)))
     tc = TrainConfig(dataset='fmnist', epochs=dc.epochs, batch_size=dc.batch_size, blr=dc.blr, warmup_epochs=dc.warmup_epochs,
                      limit=dc.limit, out_dir=str(out), resume=True, device=dc.device, progress=dc.progress)
@@ -260,7 +261,7 @@ def demo(dc: DemoConfig | None = None, # the demo's settings; default `DEMO`
     pre = probe_encoder(model, pc)
     torch.manual_seed(0)
     rnd = probe_encoder(MaskedAutoencoder(mc), pc)
-    result = dict(pretrained=pre, random_init=rnd, gain_linear_probe=round(pre['linear_probe'] - rnd['linear_probe'], 2),
+    result = dict(result='demo', pretrained=pre, random_init=rnd, gain_linear_probe=round(pre['linear_probe'] - rnd['linear_probe'], 2),
                   pretrain=summary, pretrain_wall_s=summary['train_s'], median_img_per_s=median_img_per_s(recs),
                   probe_wall_s=round(time.perf_counter() - t_probe, 1), this_run_wall_s=round(time.perf_counter() - t0, 1),
                   machine=dict(device=device_name(dev), cores=os.cpu_count(), torch_threads=torch.get_num_threads()),
@@ -516,9 +517,10 @@ def ablation_command(variant: str, seed: int, budget: str = 'cpu', smoke: bool =
 def _check_ablation(variant: str, seed: int = 0, budget: str = 'cpu', holdout: int = 0, epochs: int | None = None, **_):
     "Refuse, in one line, an ablation run that cannot start (checked for every run before the first one starts)."
     if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(ABLATIONS)}")
-    check_value(seed >= 0, 'seeds', seed, 'at least 0')
+    check_value(0 <= seed < 2 ** 62, 'seeds', seed, 'at least 0 (and below 2**62)')
     check_value(budget in BUDGETS, 'budget', budget, f"one of {', '.join(BUDGETS)}")
-    check_value(0 <= holdout < 60_000, 'holdout', holdout, 'in [0, 60000) (Fashion-MNIST has 60,000 training images)')
+    most = max(BUDGETS[budget]['batch_size'], BUDGETS[budget].get('finetune_batch_size', 0))   # a batch must be left
+    check_value(0 <= holdout <= 60_000 - most, 'holdout', holdout, f'in [0, {60_000 - most}] (of Fashion-MNIST\'s 60,000 training images, a batch of {most} must be left)')
     check_value(epochs is None or epochs >= 1, 'epochs', epochs, 'at least 1')
 
 def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', work: str | Path = 'runs/ablations',
@@ -533,14 +535,14 @@ def ablate(variant: str, seed: int = 0, out: str | Path = 'results/ablations', w
     epochs = None if epochs == b['epochs'] else epochs
     if epochs is not None: b = dict(b, epochs=epochs)
     path = Path(out)/f"{ablation_name(variant, seed, budget, smoke, epochs, holdout)}.json"
-    if path.exists() and not force:
+    if path.exists() and check_result_path(path, 'ablation', 'out') and not force:   # only an ablation's result is reused or replaced
         res = json.loads(path.read_text()); print(_ablation_line(res) + ' (reused)', flush=True)
         return res
     check_writable(out, 'out'); check_writable(work, 'work')
     t0, run = time.perf_counter(), Path(work)/path.stem
     mc, pre, probe, ft = _ablation_stages(variant, seed, b, run, device, smoke, holdout)
     recs = read_metrics(run/'pretrain'/'metrics.jsonl', has='loss') if pre else []
-    res = dict(variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget_name=budget, budget=b,
+    res = dict(result='ablation', variant=variant, seed=seed, changes=ABLATIONS[variant], config=asdict(mc), budget_name=budget, budget=b,
                command=ablation_command(variant, seed, budget, smoke, epochs, holdout, out), eval_split='holdout' if holdout else 'test',
                linear_probe=probe['linear_probe'], knn=probe['knn'], finetune=ft['test_acc'],
                pretrain_loss=pre and pre['final_loss'], pretrain_s=pre and pre['train_s'], pretrain_img_per_s=pre and median_img_per_s(recs),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 import torch
 import torch.nn as nn
-from .core import check_value
+from .core import check_numbers, check_value
 from .patches import patchify, unpatchify
 from .masking import MASKINGS, check_mask_ratio, mask_noise, num_keep, random_masking
 from .pos_embed import get_2d_sincos_pos_embed
@@ -54,6 +54,7 @@ class MAEConfig:
 # %% ../nbs/05_mae.ipynb #127fd7dc
 def _check_config(self: MAEConfig):
     "Refuse, in one line each, a config that cannot make a model."
+    check_numbers(self)                                   # every number finite and not absurd (from core)
     def need(ok, msg):
         if not ok: raise ValueError(msg)
     for k in ('img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'decoder_embed_dim', 'decoder_depth', 'decoder_num_heads'):

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import ClassVar
 import torch
 import torch.distributed as dist
-from .core import RunError, check_value, error_line, to_device, write_text
+from .core import MAX_LR, RunError, check_numbers, check_value, error_line, to_device, write_text
 from .datasets import DATASETS, dataset_info
 from .loaders import make_loader
 from .model import MAEConfig, MaskedAutoencoder
 from .train import TrainStep, batch_noise, param_groups, warmup_cosine
-from .checkpoint import CheckpointWriter, check_fits, check_writable, hold_run_folder, load_checkpoint, release_run_folder
+from .checkpoint import CheckpointWriter, check_diverged, check_fits, check_writable, hold_run_folder, load_checkpoint, release_run_folder
 from .distributed import AMP_MODES, amp_dtype, dist_setup, ranks_in_sync, wrap_model
 
 # %% auto #0
@@ -72,7 +72,7 @@ class TrainConfig:
 def _check_train_config(self: TrainConfig):
     "Refuse, in one line naming the field, every value a run cannot use."
     if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-    check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")
+    check_numbers(self); check_value(self.amp in AMP_MODES, 'amp', self.amp, f"one of {', '.join(AMP_MODES)}")   # numbers: core's one rule
     check_value(self.decode in ('workers', 'device'), 'decode', self.decode, 'workers or device')
     check_value(self.compile_mode in COMPILE_MODES, 'compile_mode', self.compile_mode, 'default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs')
     check_value(bool(re.fullmatch(r'auto|cpu|cuda(:\d+)?', self.device)), 'device', self.device, 'auto, cpu, cuda or cuda:N (N = 0, 1, ...)')
@@ -86,7 +86,8 @@ def _check_train_config(self: TrainConfig):
     check_value(not self.tensorboard or importlib.util.find_spec('tensorboard') is not None, 'tensorboard', self.tensorboard,
                 'off where the tensorboard package is not installed: pip install tensorboard')
     check_value(self.blr > 0, 'blr', self.blr, 'positive')
-    check_value(self.lr is None or self.lr > 0, 'lr', self.lr, 'positive (or left out: blr × batch / 256)')
+    check_value(self.dataset != 'imagefolder' or bool(self.data_root), 'data_root', self.data_root, 'the folder holding train/ (and val/) for imagefolder')
+    check_value(self.lr is None or 0 < self.lr <= MAX_LR, 'lr', self.lr, f'in (0, {MAX_LR:g}] (or left out: blr × batch / 256)')
     for k in ('min_lr', 'warmup_epochs', 'weight_decay'): check_value(getattr(self, k) >= 0, k, getattr(self, k), 'at least 0')
     self.betas = tuple(self.betas)
     check_value(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), 'betas', self.betas, 'two numbers in [0, 1)')
@@ -236,6 +237,7 @@ def plan_run(tc: TrainConfig, n_batches: int, # micro-batches per epoch on this 
         raise ValueError(f"{n_batches} batch(es) of {tc.batch_size} per epoch cannot make one step of accum_iter={tc.accum_iter}: "
                          "use fewer or smaller batches")
     eff = tc.batch_size * tc.accum_iter * world
+    check_value(tc.lr is not None or tc.blr * eff / 256 <= MAX_LR, 'blr', tc.blr, f'at most {MAX_LR * 256 / eff:.3g} with an effective batch of {eff} (lr = blr × {eff} / 256 ≤ {MAX_LR:g})')
     return RunPlan(spe, tc.epochs * spe, round(tc.warmup_epochs * spe), eff, tc.lr if tc.lr is not None else tc.blr * eff / 256)
 
 def make_optimizer(groups: list[dict], # parameter groups; an optional 'lr_scale' key scales a group's learning rate
@@ -357,12 +359,6 @@ def run_monitor(monitor, # (model, epoch) -> dict or None
     finally: model.train(was)
 
 # %% ../nbs/14_runs.ipynb #52d5b7d4
-def _finite(loss: float, step: int, epoch: int, ckpt: Path) -> float:
-    "`loss`, unless it is not finite: then the run stops before it can overwrite its last good checkpoint."
-    if math.isfinite(loss): return loss
-    raise FloatingPointError(f"loss became non-finite by step {step} (epoch {epoch}): stopped; the last good checkpoint {ckpt} is kept. "
-                             "Resume it with `amp` bf16 instead of fp16, or start again (another `out_dir`) with a lower `blr`")
-
 def _summary(pos: dict, plan: RunPlan, tc: TrainConfig, clock: Clock, ckpt: Path, loader, model, world: int, device) -> dict:
     "What a finished run reports: steps, loss, seconds (first step apart), lr, batch, checkpoint, skipped images, monitor, rank sync."
     s = dict(step=pos['step'], epochs=tc.epochs, final_loss=pos['loss'], wall_s=round(time.perf_counter() - clock.t0, 1),
@@ -411,10 +407,10 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
                 if not update: continue
                 pos['step'] += 1; clock.images += plan.eff_batch; bar.update(1)
                 if clock.first_step(device) and log: log.write(step=pos['step'], first_step_s=clock.first_s, compile=tc.compile)
-                end = i + 1 == n_micro
-                save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
+                end = i + 1 == n_micro; save = end or (tc.ckpt_every and pos['step'] % tc.ckpt_every == 0)
                 if not (save or pos['step'] % tc.log_every == 0): continue
-                pos['loss'] = _finite(meter.read(world), pos['step'], epoch, ckpt)
+                pos['loss'] = check_diverged(meter.read(world), model if save else None, f"step {pos['step']} (epoch {epoch})", ckpt, writer,
+                                             step.amp is torch.float16, 'lr' if tc.lr is not None else 'blr')   # nothing diverged is saved
                 log_record(log, bar, dict(step=pos['step'], epoch=round(epoch + (i + 1) / n_micro, 4), lr=step.opt.param_groups[0]['lr'],
                                           loss=pos['loss'], img_per_s=clock.speed(), elapsed_s=clock.elapsed()))
                 if end and monitor is not None and rank == 0 and (res := run_monitor(monitor, model, epoch + 1)) is not None:

@@ -12,7 +12,8 @@ import torch.nn as nn
 from .patches import patchify
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, encoder_state_dict, is_decoder_key
 from .pos_embed import resize_pos_embed
-from .core import RunError, atomic_path, error_line
+from .core import RunError, atomic_path, check_value, error_line
+from .masking import num_keep
 from .checkpoint import check_fits, check_writable, load_checkpoint, save_checkpoint
 
 # %% auto #0
@@ -125,6 +126,9 @@ def with_img_size(model: MaskedAutoencoder, # a (pretrained) autoencoder
                  ) -> MaskedAutoencoder: # a new model; `model` is unchanged
     "The same autoencoder for images of another size: encoder and decoder positional embeddings resized to the new patch grid."
     if img_size == model.cfg.img_size: return model
+    p, r = model.cfg.patch_size, model.cfg.mask_ratio
+    least = next(g * p for g in range(1, 1 << 16) if num_keep(g * g, r) >= 1)           # smaller would leave no patch visible
+    check_value(img_size % p == 0 and img_size >= least, 'img_size', img_size, f"a multiple of the model's {p}-px patches, at least {least}")
     cfg = replace(model.cfg, img_size=img_size)
     sd = dict(model.state_dict())
     for k in ('pos_embed', 'decoder_pos_embed'): sd[k] = resize_pos_embed(sd[k], cfg.grid_size)
@@ -273,6 +277,7 @@ def convert(src: str, dst: str,
     if to not in ('mae', 'timm', 'hf') or from_ not in ('mae', 'hf'): raise ValueError(f"convert from mae or hf to mae, timm or hf; got {from_} -> {to}")
     if Path(dst).exists() and (Path(dst).is_file() or any(Path(dst).iterdir())):        # never replace a checkpoint or a run
         raise ValueError(f"DST {dst} exists: convert writes a new file or folder; choose another name or remove it first")
+    if to != 'hf' and Path(dst).is_dir(): raise ValueError(f"DST {dst} is a folder: `to` {to} writes one file; give a file name, e.g. {Path(dst)/'model.pt'}")
     check_writable(Path(dst).parent, 'DST')                                                 # before reading anything
     if from_ == 'hf': model = load_hf(src)
     else:

@@ -82,7 +82,7 @@ CASES = [
      'is not a result of this kind', 1, ['run/checkpoint.pt']),
     ('demo epochs 0', ['demo', '--epochs', '0', '--out', '{root}/x'], '--epochs 0', 1, []),
     ('unknown variant', ['ablate', 'mask_0.3'], "unknown variant 'mask_0.3'", 2, []),
-    ('ablate negative holdout', ['ablate', 'all', '--holdout', '-3', '--dry-run'], '--holdout -3: must be in [0, 60000)', 1, []),
+    ('ablate negative holdout', ['ablate', 'all', '--holdout', '-3', '--dry-run'], '--holdout -3: must be in [0, 59', 1, []),
     ('ablate epochs 0', ['ablate', 'default', '--epochs', '0', '--dry-run'], '--epochs 0: must be at least 1', 1, []),
     ('ablate negative seed', ['ablate', 'default', '--seeds', '0', '-1', '--dry-run'], '--seeds -1: must be at least 0', 1, []),
 ]
