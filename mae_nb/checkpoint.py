@@ -29,7 +29,9 @@ def deferred_interrupt():
     try: yield
     finally:
         for s, h in old.items(): signal.signal(s, h if h is not None else signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
-        for s in dict.fromkeys(got): signal.raise_signal(s)              # to the handlers now in place: KeyboardInterrupt, ...
+        for s in dict.fromkeys(got):                                     # to the handlers now in place: KeyboardInterrupt, ...
+            if s == signal.SIGINT and not callable(signal.getsignal(s)): raise KeyboardInterrupt   # (a worker that ignored Ctrl-C)
+            signal.raise_signal(s)
 
 def save_checkpoint(path: str | Path, # where the checkpoint goes
                     state: dict, # what to save: tensors, numbers, strings, lists and dicts
