@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_experiments.ipynb #41245d54
 from __future__ import annotations
-import contextlib, io, json, os, random, shlex, subprocess, sys, tempfile, time
+import contextlib, io, json, os, random, shlex, signal, subprocess, sys, tempfile, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import torch
@@ -575,7 +575,8 @@ def _run_parallel(runs: list[tuple[str, int]], jobs: int, kw: dict, limit: float
                 v, s = todo.pop(0)
                 log = open(work/f'{ablation_name(v, s, kw.get("budget", "cpu"), kw.get("smoke", False), kw.get("epochs"), kw.get("holdout", 0))}.log', 'w')
                 cmd = [sys.executable, '-c', 'from mae_nb.cli import main; main()', 'ablate', v, '--seeds', str(s), *flags]
-                running[(v, s)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True), log)
+                running[(v, s)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,   # Ctrl-C as usual in each run, even if ignored here (`cmd &`)
+                                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)), log)
             time.sleep(0.2)
             for key, (p, log) in list(running.items()):
                 if p.poll() is None: continue

@@ -71,7 +71,7 @@ CASES = [
      'train/b/x.png is {root}/train/a/0.png again (through a link): a file may be in a split once'),
     ('a folder linked into another class', FINETUNE, link('train/b/more', '../a'), 'again (through a link)'),
     ('a file linked twice in its class', PRETRAIN, link('train/a/9.png', '0.png'), 'train/a/9.png is {root}/train/a/0.png again'),
-    ('imagefolder without --data-root', FINETUNE, lambda r: None, 'an image folder needs --data-root'),
+    ('imagefolder without --data-root', FINETUNE, lambda r: None, '--data-root None: must be the folder holding train/'),
 ]
 
 
