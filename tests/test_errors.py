@@ -11,13 +11,7 @@ MAE_NB = Path(sys.executable).parent/'mae_nb'
 QUICK = ['--limit', '128', '--batch-size', '64', '--no-progress', '--log-every', '1']
 
 
-def call(argv) -> tuple[int, str, str]:
-    "(exit status, stdout, stderr) of `mae_nb ARGV`, run in this process."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: main([str(a) for a in argv]); code = 0
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
+from conftest import call   # (exit status, stdout, stderr) of `mae_nb ARGV`, run in this process
 
 
 def digest(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -11,13 +11,7 @@ from mae_nb.cli import main
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
 
 
-def call(argv) -> tuple[int, str, str]:
-    "(exit status, stdout, stderr) of `mae_nb ARGV`, run in this process."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: main([str(a) for a in argv]); code = 0
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
+from conftest import call   # (exit status, stdout, stderr) of `mae_nb ARGV`, run in this process
 
 
 def save_images(folder: Path, n: int, seed: int, ext='png'):

@@ -15,12 +15,7 @@ PARSER = build_parser()
 SUBS = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
-def call(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: main([str(a) for a in argv]); code = 0
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
+from conftest import call   # (exit status, stdout, stderr) of `mae_nb ARGV`, run in this process
 
 
 def digest(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdigest()

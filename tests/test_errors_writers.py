@@ -17,13 +17,7 @@ ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'MPLBACKEND': 'Agg', 'OMP_NUM_THRE
 TINY = MAEConfig.from_preset('fmnist', embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
 
 
-def call(argv) -> tuple[int, str, str]:
-    "(exit status, stdout, stderr) of `mae_nb ARGV`, run in this process."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: main([str(a) for a in argv]); code = 0
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
+from conftest import call   # (exit status, stdout, stderr) of `mae_nb ARGV`, run in this process
 
 
 def one_line(code, err, status, says):
