@@ -3,7 +3,7 @@
 
     python3 run.py demo     # the main job: `mae_nb demo`
     python3 run.py demo-vs REF   # time the demo of git revision REF, then this checkout's, on this machine: both times and gains
-    python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/ (installs Chromium if missing)
+    python3 run.py test     # every test: nbdev_test over all notebooks, then pytest tests/, a file per core at a time (installs Chromium if missing)
     python3 run.py readme   # render nbs/index.ipynb into README.md (+ README_files/)
     python3 run.py site [--serve [PORT]]   # the read-along website from the executed notebooks, in _docs/, checked in Chromium
     python3 run.py lab      # read along and run the notebooks in JupyterLab: `jupyter lab nbs/` (extra arguments go to it)
@@ -752,8 +752,12 @@ def main(argv):
     elif cmd == 'test':
         ensure_chromium(); ensure_npm()              # the website's browser tests fail (not skip) without them
         env['MAE_NB_REQUIRE_BROWSER'] = '1'
-        sh(BIN/'nbdev_test', '--timing', *rest, env=env)
-        sh(BIN/'python', '-m', 'pytest', '-q', 'tests', env=env)
+        # Two at a time, one thread each: two processes that each spin a thread per core slow each other
+        # several-fold on a small machine (OpenMP threads busy-wait), which made the suite three times longer.
+        workers = str(min(os.cpu_count() or 1, 16))
+        env.setdefault('OMP_NUM_THREADS', '1')
+        sh(BIN/'nbdev_test', '--timing', '--n_workers', workers, *rest, env=env)
+        sh(BIN/'python', '-m', 'pytest', '-q', 'tests', '-n', workers, '--dist', 'loadfile', env=env)   # a file's tests share one process
 
 
 if __name__ == '__main__': main(sys.argv[1:])

@@ -23,10 +23,10 @@ from .weights import with_img_size
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PARTIAL_TUNINGS', 'PretrainConfig',
-           'write_summary', 'run_pretrain', 'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe',
-           'DemoConfig', 'demo', 'FinetuneConfig', 'finetune', 'smoke_budget', 'loss_tail_drop', 'ablation_name',
-           'ablation_command', 'ablate', 'ablation_study', 'measure_stages', 'plan_study', 'finetune_command',
-           'partial_finetune']
+           'write_summary', 'run_pretrain', 'FirstBatches', 'knn_monitor_for', 'ProbeConfig', 'encode_images',
+           'probe_encoder', 'probe', 'DemoConfig', 'demo', 'FinetuneConfig', 'finetune', 'smoke_budget',
+           'loss_tail_drop', 'ablation_name', 'ablation_command', 'ablate', 'ablation_study', 'measure_stages',
+           'plan_study', 'finetune_command', 'partial_finetune']
 
 # %% ../nbs/17_experiments.ipynb #79ac3e22
 @dataclass
@@ -38,13 +38,14 @@ class PretrainConfig(TrainConfig):
     norm_pix_loss: bool | None = None # normalised-pixel target (default: the preset's, off)
     knn_every: int = 0                # log kNN accuracy on the test split every N epochs (0: never)
     knn_train: int = 10_000           # training images the kNN monitor remembers
-    RESUMABLE = TrainConfig.RESUMABLE | {'knn_every', 'knn_train'}   # a resumed run may change its monitor
+    knn_eval: int | None = None       # test images the kNN monitor classifies (default: the whole test split)
+    RESUMABLE = TrainConfig.RESUMABLE | {'knn_every', 'knn_train', 'knn_eval'}   # a resumed run may change its monitor
 
     def __post_init__(self):
         super().__post_init__()
         self.model_config()                                   # refuse a bad preset or field now, not after loading data
         check_value(self.knn_every >= 0, 'knn_every', self.knn_every, 'at least 0 (0: never)')
-        check_positive_ints(self, 'knn_train')
+        check_positive_ints(self, 'knn_train'); check_positive_ints(self, 'knn_eval', optional=True)
 
     def model_config(self) -> MAEConfig:
         "The preset with this run's changes."
@@ -68,24 +69,32 @@ def run_pretrain(pc: PretrainConfig) -> dict:
     mc = pc.model_config()
     monitor = None
     if pc.knn_every:
-        monitor = knn_monitor_for(pc.dataset, mc, pc.knn_every, pc.knn_train, pc.data_root, device=resolve_device(pc.device))
+        monitor = knn_monitor_for(pc.dataset, mc, pc.knn_every, pc.knn_train, pc.data_root, device=resolve_device(pc.device),
+                                  n_eval=pc.knn_eval)
     summary = pretrain(mc, pc, monitor=monitor)
     write_summary(summary, pc.out_dir)
     return summary
 
 # %% ../nbs/17_experiments.ipynb #08c24dba
+class FirstBatches:
+    "The batches of a re-iterable `loader` that hold its first `n` images (the last batch whole), itself re-iterable."
+    def __init__(self, loader, n: int, batch_size: int): self.loader, self.batches = loader, -(-n // batch_size)
+    def __iter__(self): return (b for _, b in zip(range(self.batches), self.loader))
+
 def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_000, data_root=None, pool: str = POOLS[0],
-                    device='cpu', batch_size: int = 512, k: int = 20):
-    "A kNN `monitor` for `pretrain`: the first `n_train` training images are remembered, the test split is classified."
+                    device='cpu', batch_size: int = 512, k: int = 20, n_eval: int | None = None):
+    "A kNN `monitor` for `pretrain`: the first `n_train` training images are remembered, the test split (its first `n_eval`) is classified."
     if dataset == 'imagefolder':
         tc = TrainConfig(dataset=dataset, data_root=data_root, batch_size=batch_size, limit=n_train)
         train, test = (build_loader(tc, cfg, device=device, split=s, train=False) for s in ('train', 'val'))
+        if n_eval: test = FirstBatches(test, n_eval, batch_size)
     else:
         info = dataset_info(dataset)
         make = lambda x, y: TensorLoader(x, y, batch_size, img_size=cfg.img_size, train=False, mean=info['mean'], std=info['std'], device=device)
         (tx, ty), (vx, vy) = load_tensor_dataset(dataset, 'train', data_root), load_tensor_dataset(dataset, 'test', data_root)
-        train, test = make(tx[:n_train], ty[:n_train]), make(vx, vy)
+        train, test = make(tx[:n_train], ty[:n_train]), make(vx[:n_eval], vy[:n_eval])
     return knn_monitor(train, test, every=every, pool=pool, k=k)
+
 
 # %% ../nbs/17_experiments.ipynb #e3d72e5c
 @dataclass
