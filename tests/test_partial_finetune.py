@@ -2,6 +2,7 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import torch
+from conftest import call
 
 MAE_NB = Path(sys.executable).parent/'mae_nb'
 ENV = {**os.environ, 'MPLBACKEND': 'Agg'}
@@ -26,9 +27,9 @@ def test_tune_last_block_only(tmp_path):
     moved = [k for k in shared if not torch.equal(clf['model'][k], pre['model'][k])]
     assert moved == [k for k in shared if k.startswith(last)], moved        # the last block learned, all else is bit-identical
     assert clf['train_config']['tune_blocks'] == '1'
-    r = run(*ft, '--epochs', '2', '--tune-blocks', '2', '--resume')          # another part to tune is another run
-    assert r.returncode == 1 and '--tune-blocks' in r.stderr and 'resume' in r.stderr, r.stderr
-    r = run(*ft[:-1], tmp_path/'ft9', '--epochs', '1', '--tune-blocks', '9')
-    assert r.returncode == 1 and "--tune-blocks 9: must be 0–6" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = run(*ft[:-1], tmp_path/'fta', '--epochs', '1', '--tune-blocks', 'attn')
-    assert r.returncode == 1 and "--tune-blocks attn" in r.stderr, r.stderr
+    code, _, err = call([*ft, '--epochs', '2', '--tune-blocks', '2', '--resume'])   # another part to tune is another run
+    assert code == 1 and '--tune-blocks' in err and 'resume' in err, err
+    code, _, err = call([*ft[:-1], tmp_path/'ft9', '--epochs', '1', '--tune-blocks', '9'])
+    assert code == 1 and "--tune-blocks 9: must be 0–6" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = call([*ft[:-1], tmp_path/'fta', '--epochs', '1', '--tune-blocks', 'attn'])
+    assert code == 1 and "--tune-blocks attn" in err, err

@@ -11,11 +11,11 @@ from mae_nb.runs import TrainConfig, fit, pretrain, read_metrics
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
-SMALL = ['pretrain', '--preset', 'fmnist', '--dataset', 'fmnist', '--limit', '384', '--batch-size', '32', '--blr', '1e-3',
+SMALL = ['pretrain', '--preset', 'fmnist', '--dataset', 'fmnist', '--limit', '192', '--batch-size', '32', '--blr', '1e-3',
          '--log-every', '1', '--no-progress', '--device', 'cpu']
 
 
-FINETUNE = ['finetune', '--preset', 'fmnist', '--dataset', 'fmnist', '--limit', '384', '--batch-size', '32', '--eval-limit', '64',
+FINETUNE = ['finetune', '--preset', 'fmnist', '--dataset', 'fmnist', '--limit', '192', '--batch-size', '32', '--eval-limit', '64',
             '--log-every', '1', '--no-progress', '--device', 'cpu']      # the full recipe: RandAugment, MixUp/CutMix, drop path
 
 
@@ -27,13 +27,13 @@ def losses(run):
 
 @pytest.mark.parametrize('command', [SMALL, FINETUNE], ids=['pretrain', 'finetune'])
 def test_resume_after_sigkill_is_exact(tmp_path, command):
-    args = command + ['--epochs', '4', '--ckpt-every', '5']                    # 12 steps per epoch, 48 in all
+    args = command + ['--epochs', '4', '--ckpt-every', '4']                    # 6 steps per epoch, 24 in all
     subprocess.run([BIN/'mae_nb', *args, '--out', tmp_path/'ref'], check=True, env=ENV, capture_output=True)
     ref = losses(tmp_path/'ref')
-    assert sorted(s for s, _ in ref) == sorted(list(range(1, 49)) + ([12, 24, 36, 48] if command is FINETUNE else []))  # + evaluations
+    assert sorted(s for s, _ in ref) == sorted(list(range(1, 25)) + ([6, 12, 18, 24] if command is FINETUNE else []))  # + evaluations
 
     run = tmp_path/'killed'
-    for kill_at in (8, 27):                                                      # two kills, mid-epoch, between checkpoints
+    for kill_at in (6, 15):                                                      # two kills, mid-epoch, between checkpoints
         p = subprocess.Popen([BIN/'mae_nb', *args, '--out', run, '--resume'], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
@@ -43,7 +43,7 @@ def test_resume_after_sigkill_is_exact(tmp_path, command):
         assert p.poll() is None, 'the run ended before it could be killed'
         p.send_signal(signal.SIGKILL); p.wait()
         ck = torch.load(run/'checkpoint.pt', weights_only=True)
-        assert 0 < ck['step'] < 48
+        assert 0 < ck['step'] < 24
     subprocess.run([BIN/'mae_nb', *args, '--out', run, '--resume'], check=True, env=ENV, capture_output=True)
     assert losses(run) == ref                                                   # bit-for-bit on CPU
 
@@ -57,7 +57,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert two.returncode == 0, two.stdout + two.stderr
     s1, s2 = (json.loads((tmp_path/d/'summary.json').read_text()) for d in ('one', 'two'))
     assert s2['world_size'] == 2 and s2['ranks_in_sync'] is True
-    assert s1['effective_batch'] == s2['effective_batch'] == 64 and s1['step'] == s2['step'] == 12
+    assert s1['effective_batch'] == s2['effective_batch'] == 64 and s1['step'] == s2['step'] == 6
     w1 = torch.load(tmp_path/'one'/'checkpoint.pt', weights_only=True)['model']
     w2 = torch.load(tmp_path/'two'/'checkpoint.pt', weights_only=True)['model']
     for k in w1:
