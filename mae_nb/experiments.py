@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from .core import RunError, check_numbers, check_value, flag, save_figure, write_json
 from .data import TensorLoader, mix_seed
+from .loaders import FirstBatches
 from .datasets import dataset_info, folder_classes, load_tensor_dataset
 from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear_probe
 from .augment import finetune_augment
@@ -23,10 +24,10 @@ from .weights import with_img_size
 
 # %% auto #0
 __all__ = ['DEMO', 'ABLATIONS', 'ABLATION', 'GPU_ABLATION', 'BUDGETS', 'SMOKE', 'PARTIAL_TUNINGS', 'PretrainConfig',
-           'write_summary', 'run_pretrain', 'FirstBatches', 'knn_monitor_for', 'ProbeConfig', 'encode_images',
-           'probe_encoder', 'probe', 'DemoConfig', 'demo', 'FinetuneConfig', 'finetune', 'smoke_budget',
-           'loss_tail_drop', 'ablation_name', 'ablation_command', 'ablate', 'ablation_study', 'measure_stages',
-           'plan_study', 'finetune_command', 'partial_finetune']
+           'write_summary', 'run_pretrain', 'knn_monitor_for', 'ProbeConfig', 'encode_images', 'probe_encoder', 'probe',
+           'DemoConfig', 'demo', 'FinetuneConfig', 'finetune', 'smoke_budget', 'loss_tail_drop', 'ablation_name',
+           'ablation_command', 'ablate', 'ablation_study', 'measure_stages', 'plan_study', 'finetune_command',
+           'partial_finetune']
 
 # %% ../nbs/17_experiments.ipynb #79ac3e22
 @dataclass
@@ -67,20 +68,13 @@ def write_summary(summary: dict, out_dir: str | Path):
 def run_pretrain(pc: PretrainConfig) -> dict:
     "Pretrain as `pc` says, with a kNN monitor when `knn_every` is set; writes and returns the summary."
     mc = pc.model_config()
-    monitor = None
-    if pc.knn_every:
-        monitor = knn_monitor_for(pc.dataset, mc, pc.knn_every, pc.knn_train, pc.data_root, device=resolve_device(pc.device),
-                                  n_eval=pc.knn_eval)
+    monitor = knn_monitor_for(pc.dataset, mc, pc.knn_every, pc.knn_train, pc.data_root, device=resolve_device(pc.device),
+                              n_eval=pc.knn_eval) if pc.knn_every else None
     summary = pretrain(mc, pc, monitor=monitor)
     write_summary(summary, pc.out_dir)
     return summary
 
 # %% ../nbs/17_experiments.ipynb #08c24dba
-class FirstBatches:
-    "The batches of a re-iterable `loader` that hold its first `n` images (the last batch whole), itself re-iterable."
-    def __init__(self, loader, n: int, batch_size: int): self.loader, self.batches = loader, -(-n // batch_size)
-    def __iter__(self): return (b for _, b in zip(range(self.batches), self.loader))
-
 def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_000, data_root=None, pool: str = POOLS[0],
                     device='cpu', batch_size: int = 512, k: int = 20, n_eval: int | None = None):
     "A kNN `monitor` for `pretrain`: the first `n_train` training images are remembered, the test split (its first `n_eval`) is classified."
@@ -94,7 +88,6 @@ def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_
         (tx, ty), (vx, vy) = load_tensor_dataset(dataset, 'train', data_root), load_tensor_dataset(dataset, 'test', data_root)
         train, test = make(tx[:n_train], ty[:n_train]), make(vx[:n_eval], vy[:n_eval])
     return knn_monitor(train, test, every=every, pool=pool, k=k)
-
 
 # %% ../nbs/17_experiments.ipynb #e3d72e5c
 @dataclass
@@ -157,7 +150,7 @@ def _probe_features(model, pc: ProbeConfig, dev) -> tuple:
         if pc.holdout: raise ValueError("holdout needs an in-memory dataset (fmnist, cifar10); image folders have their own val split")
         tc = TrainConfig(dataset=pc.dataset, data_root=pc.data_root, batch_size=pc.batch_size, limit=pc.limit, seed=pc.seed)
         val = build_loader(tc, model.cfg, device=dev, split='val', train=False)
-        val = val if pc.eval_limit is None else (b for _, b in zip(range(-(-pc.eval_limit // pc.batch_size)), val))
+        val = val if pc.eval_limit is None else FirstBatches(val, pc.eval_limit, pc.batch_size)
         train = build_loader(tc, model.cfg, device=dev, split='train', train=False)
         return tuple(extract_features(model, b, pool=pc.pool, device=dev, amp=dev.type == 'cuda') for b in (train, val))
     imgs, labels = load_tensor_dataset(pc.dataset, 'train', pc.data_root)
@@ -194,9 +187,7 @@ def probe(pc: ProbeConfig) -> dict:
     if pc.random_init:
         torch.manual_seed(0)
         res['random_init'] = probe_encoder(MaskedAutoencoder(model.cfg), pc)
-    for k in ('pretrained', 'random_init'):
-        if k not in res: continue
-        r = res[k]
+    for k, r in ((k, res[k]) for k in ('pretrained', 'random_init') if k in res):
         print(f"{k}: " + (f"linear probe {r['linear_probe']:.2f}%, " if 'linear_probe' in r else '')
               + f"kNN (k={pc.k}, {r['pool']}-pooled, {r['train_images']:,} remembered, {r['eval_images']:,} {r['eval_split']} images) {r['knn']:.2f}%")
     if path is not None:                                    # printed first, written after: a failed write loses nothing
@@ -409,8 +400,8 @@ def finetune(fc: FinetuneConfig) -> dict:
         if epoch != fc.epochs and (fc.eval_every == 0 or epoch % fc.eval_every): return None
         if test_loader is None:                                          # (made before the first step, its files checked)
             test_loader = eval_loader()
-        n = len(test_loader) if fc.eval_limit is None else -(-fc.eval_limit // test_loader.batch_size)
-        return evaluate_classifier(m, (b for _, b in zip(range(n), test_loader)), device, amp=device.type == 'cuda')
+        batches = test_loader if fc.eval_limit is None else FirstBatches(test_loader, fc.eval_limit, test_loader.batch_size)
+        return evaluate_classifier(m, batches, device, amp=device.type == 'cuda')
 
     mean, std = (torch.tensor(v, device=device) for v in (info['mean'], info['std']))     # on the device once, not per step
     per_image = dict(randaug_ops=fc.randaug_ops, randaug_magnitude=fc.randaug_magnitude, randaug_mstd=fc.randaug_mstd,

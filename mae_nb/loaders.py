@@ -14,7 +14,8 @@ from .datasets import (IMAGENET_MEAN, IMAGENET_STD, UnreadableImages, _REPORTED,
                              dataset_info, folder_dataset, imagefolder, load_tensor_dataset)
 
 # %% auto #0
-__all__ = ['default_workers', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader']
+__all__ = ['default_workers', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader',
+           'FirstBatches']
 
 # %% ../nbs/11_loaders.ipynb #6f54a094
 def _first_readable(dataset, i: int, load) -> tuple:
@@ -309,3 +310,9 @@ def make_loader(name: str, # one of `DATASETS`
     info = dataset_info(name)
     return TensorLoader(images, labels, batch_size, img_size=img_size or info['img_size'], train=train, mean=info['mean'], std=info['std'],
                         device=device, seed=seed, rank=rank, world_size=world_size, augment=augment, crop_scale=crop_scale)
+
+# %% ../nbs/11_loaders.ipynb #77b0fa16
+class FirstBatches:
+    "The batches of a re-iterable `loader` that hold its first `n` images (the last batch whole), itself re-iterable."
+    def __init__(self, loader, n: int, batch_size: int): self.loader, self.batches = loader, -(-n // batch_size)
+    def __iter__(self): return (b for _, b in zip(range(self.batches), self.loader))
