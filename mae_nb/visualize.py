@@ -70,8 +70,8 @@ def show_reconstructions(model: MaskedAutoencoder, # a (pretrained) masked autoe
     return fig
 
 # %% ../nbs/07_visualize.ipynb #b9e0b8f6
-def trained_mae(path: str | Path | None = None, # default: `models/fmnist-mae.pt` of this repository
-               ) -> tuple[MaskedAutoencoder, dict]: # the model in evaluation mode, and its provenance
+def trained_mae(path: str | Path | None = None, # default: `models/fmnist-mae.pt` of this repository; or any checkpoint
+               ) -> tuple[MaskedAutoencoder, dict]: # the model in evaluation mode, and its provenance (if stored beside it)
     "The small MAE pretrained on Fashion-MNIST that ships with the repository (re-made by `python3 run.py lesson-model`)."
     path = Path(path) if path is not None else Path(mae_nb.__file__).resolve().parent.parent/'models'/'fmnist-mae.pt'
     if not path.exists():
@@ -79,7 +79,7 @@ def trained_mae(path: str | Path | None = None, # default: `models/fmnist-mae.pt
     saved = torch.load(path, map_location='cpu', weights_only=True)         # {'config': dict, 'model': state dict}
     model = MaskedAutoencoder(MAEConfig(**saved['config']))
     model.load_state_dict(saved['model'])
-    return model.eval(), json.loads(path.with_suffix('.json').read_text())
+    return model.eval(), json.loads(j.read_text()) if (j := path.with_suffix('.json')).exists() else {}   # a checkpoint has none
 
 # %% ../nbs/07_visualize.ipynb #ef4fd226
 def plot_metrics(records: list[dict], # `metrics.jsonl` records with 'step', 'loss' and 'lr'
