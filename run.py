@@ -752,8 +752,8 @@ def main(argv):
     elif cmd == 'test':
         ensure_chromium(); ensure_npm()              # the website's browser tests fail (not skip) without them
         env['MAE_NB_REQUIRE_BROWSER'] = '1'
-        # Two at a time, one thread each: two processes that each spin a thread per core slow each other
-        # several-fold on a small machine (OpenMP threads busy-wait), which made the suite three times longer.
+        # As many at a time as there are cores, one thread each: processes that each spin a thread per core slow each
+        # other several-fold (OpenMP threads busy-wait); on 2 cores that made the suite three times longer.
         workers = str(min(os.cpu_count() or 1, 16))
         env.setdefault('OMP_NUM_THREADS', '1')
         sh(BIN/'nbdev_test', '--timing', '--n_workers', workers, *rest, env=env)
