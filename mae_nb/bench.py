@@ -4,30 +4,24 @@
 
 # %% ../nbs/18_benchmark.ipynb #12e3cdf2
 from __future__ import annotations
-import copy, gc, json, platform, re, statistics, tempfile, time
-from dataclasses import asdict, dataclass, fields, replace
+import copy, gc, json, re, statistics, time
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
-import torch.nn.functional as F
-from .core import check_numbers, check_value, error_line, flag, to_device, write_json, write_text
-from .loaders import DeviceDecodeLoader, decode_images, default_workers, image_bytes
+from .core import check_numbers, check_value, error_line, to_device, write_json
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops, train_flops
 from .train import batch_noise, param_groups
 from .checkpoint import check_result_path, check_writable
 from .distributed import AMP_MODES, amp_dtype, device_name, resolve_device
-from .experiments import FinetuneConfig, finetune
-from .runs import (OutOfTime, RunPlan, TrainConfig, build_loader, check_positive_ints, make_train_step, median_img_per_s,
-                         parse_duration, pretrain, read_metrics, time_limit)
+from .runs import RunPlan, TrainConfig, build_loader, check_positive_ints, make_train_step, parse_duration
 from .weights import have_transformers, hf_model
 
 # %% auto #0
-__all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'SCALING_PRESETS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'FIGURES', 'SUITE_KINDS',
-           'CUDA_SUITE', 'CPU_SUITE', 'FIGURE_LABELS', 'SUITE_RUNNERS', 'SUITE_FLAGS', 'peak_tflops', 'synchronize',
+__all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'SCALING_PRESETS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'peak_tflops', 'synchronize',
            'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'time_encoders', 'device_slug',
            'write_scaling', 'step_breakdown', 'format_breakdown', 'largest_batch', 'find_batch_size', 'time_to_train',
-           'BenchConfig', 'run_bench', 'SuiteEntry', 'suite_plan', 'fmt_figure', 'check_targets', 'run_speed',
-           'describe', 'run_entry', 'format_suite', 'suite_command', 'run_suite', 'latest_suite']
+           'BenchConfig', 'run_bench']
 
 # %% ../nbs/18_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -404,8 +398,7 @@ class BenchConfig:
 
 # %% ../nbs/18_benchmark.ipynb #bb027e34
 def run_bench(bc: BenchConfig) -> dict:
-    "Run `benchmark` as `bc` says (with `bc.suite`: `run_suite`; with `bc.scaling`: `write_scaling`); print the table (and the time to train) first, then write the JSON."
-    if bc.suite: return run_suite(bc)
+    "Run `benchmark` as `bc` says (with `bc.scaling`: `write_scaling`); print the table (and the time to train) first, then write the JSON."
     if bc.scaling: return json.loads(write_scaling(bc.scaling).read_text())
     if bc.json: check_result_path(bc.json, 'bench', 'json')
     over, names = {} if bc.decoder_depth is None else dict(decoder_depth=bc.decoder_depth), tuple(bc.contenders.split(','))
@@ -428,314 +421,3 @@ def run_bench(bc: BenchConfig) -> dict:
     if found: res['find_batch'] = found
     if bc.json: write_json(bc.json, {'result': 'bench', **res})
     return res
-
-# %% ../nbs/18_benchmark.ipynb #dc4fbdef
-FIGURES = dict(step=('img_per_s', 'mfu', 'ours / hf', 'ours / mask_tokens'),   # what each kind of entry measures
-               pretrain=('img_per_s',), finetune=('img_per_s',), breakdown=('wall_ms', 'device_busy', 'data_share'),
-               resume=('exact',), decode=('clean_share', 'img_per_s'))
-SUITE_KINDS = tuple(FIGURES)
-
-@dataclass(frozen=True)
-class SuiteEntry:
-    "One measurement of the suite: what runs, at what size, and the figures (with their targets) it is judged by."
-    name: str                         # short name (for --only)
-    kind: str                         # 'step' (`benchmark`), 'pretrain' / 'finetune' (real runs) or 'breakdown' (`step_breakdown`)
-    what: str                         # how the progress lines and the table call it
-    preset: str                       # model preset
-    batch_size: int                   # images per step
-    decoder_depth: int | None = None  # override the preset's (Table 2's 1-block decoder)
-    compile: bool = False             # torch.compile (regional: the blocks)
-    compile_mode: str | None = None   # torch.compile mode of the runs (pretrain, finetune)
-    contenders: tuple[str, ...] = ('ours',)  # step: the models timed side by side
-    steps: int = 10                   # step: steps per timed window; runs: optimizer steps per epoch; breakdown: profiled steps
-    warmup: int = 3                   # step, breakdown: untimed steps first
-    windows: int = 3                  # step: timed windows (each contender's fastest counts)
-    epochs: int = 1                   # runs: passes over their `steps` batches
-    log_every: int = 5                # runs: steps per speed reading; the figure is the median reading, the first left out
-    dataset: str = 'fmnist'           # runs, breakdown: the real data they read
-    targets: tuple[tuple[str, float | None], ...] = ()  # (figure, the least it should be; None: reported without a target)
-    note: str = ''                    # what to compare with, e.g. the paper's number
-
-    def __post_init__(self):
-        check_value(self.kind in SUITE_KINDS, 'kind', self.kind, f"one of {', '.join(SUITE_KINDS)}")
-        check_value(self.preset in PRESETS, 'preset', self.preset, f"one of {', '.join(PRESETS)}")
-        check_value(set(self.contenders) <= set(CONTENDERS), 'contenders', self.contenders, f"a subset of {', '.join(CONTENDERS)}")
-        check_positive_ints(self, 'batch_size', 'steps', 'windows', 'epochs', 'log_every')
-        check_value(self.warmup >= 0, 'warmup', self.warmup, 'at least 0')
-        bad = [f for f, _ in self.targets if f not in FIGURES[self.kind]]
-        check_value(not bad, 'targets', bad, f"figures of a {self.kind} entry: {', '.join(FIGURES[self.kind])}")
-
-# %% ../nbs/18_benchmark.ipynb #49229611
-_TABLE2 = 'paper Table 2 (ViT-L, wall-clock training time): the mask-token encoder is {}× slower with a {}-block decoder'
-CUDA_SUITE: list[SuiteEntry] = [            # in the order of what a few minutes of a GPU should tell first: correctness, then ViT-L
-    SuiteEntry('resume-exact', 'resume', 'Fashion-MNIST pretraining stopped after epoch 1 and resumed, --deterministic', 'fmnist', 2048,
-               steps=10, epochs=2, log_every=1, targets=(('exact', 1.0),)),
-    SuiteEntry('jpeg-decode', 'decode', 'nvJPEG decodes under queued work, then the device-decode loader (500×375 JPEGs)', 'base', 128,
-               steps=20, targets=(('clean_share', 1.0), ('img_per_s', None))),
-    SuiteEntry('vit-l', 'step', 'ViT-L/16 + 8×512 decoder: ours, HF ViTMAE, mask-token encoder', 'large', 256, compile=True,
-               contenders=CONTENDERS, targets=(('mfu', 0.5), ('ours / hf', 1.3), ('ours / mask_tokens', 3.0)), note=_TABLE2.format(2.8, 8)),
-    SuiteEntry('vit-l-dec1', 'step', 'ViT-L/16 + 1-block decoder: ours, mask-token encoder', 'large', 256, decoder_depth=1, compile=True,
-               contenders=('ours', 'mask_tokens'), targets=(('img_per_s', None), ('ours / mask_tokens', 3.0)), note=_TABLE2.format(3.7, 1)),
-    SuiteEntry('vit-b', 'step', 'ViT-B/16 + 8×512 decoder: ours, HF ViTMAE', 'base', 256, compile=True, contenders=('ours', 'hf'),
-               targets=(('img_per_s', None), ('mfu', None), ('ours / hf', 1.3))),
-    SuiteEntry('cifar', 'step', 'CIFAR-10 preset (ViT-T/2, 256 patches) pretraining step', 'cifar', 2048, compile=True, steps=20,
-               targets=(('img_per_s', 40_000), ('mfu', None))),
-    SuiteEntry('fmnist-pretrain', 'pretrain', 'Fashion-MNIST pretraining (real data, GPU-resident loader)', 'fmnist', 2048,
-               compile=True, steps=29, epochs=3, targets=(('img_per_s', 100_000),)),
-    SuiteEntry('fmnist-finetune', 'finetune', "Fashion-MNIST fine-tuning (real data, the recipe's augmentation)", 'fmnist', 256,
-               compile=True, steps=60, targets=(('img_per_s', 30_000),)),
-    SuiteEntry('fmnist-breakdown', 'breakdown', 'Fashion-MNIST pretraining step-time breakdown (profiler)', 'fmnist', 2048, compile=True,
-               targets=(('wall_ms', None), ('device_busy', None), ('data_share', None))),
-    SuiteEntry('fmnist-pretrain-cg', 'pretrain', 'Fashion-MNIST pretraining (real data), CUDA graphs', 'fmnist', 2048, compile=True,
-               compile_mode='reduce-overhead', steps=29, epochs=3, targets=(('img_per_s', 100_000),)),
-]
-
-# %% ../nbs/18_benchmark.ipynb #212f9ec0
-CPU_SUITE: list[SuiteEntry] = [
-    SuiteEntry('fmnist-step', 'step', 'Fashion-MNIST preset: ours, HF ViTMAE, mask-token encoder', 'fmnist', 32, contenders=CONTENDERS,
-               steps=3, warmup=1, windows=2, targets=(('img_per_s', None), ('ours / hf', None), ('ours / mask_tokens', None))),
-    SuiteEntry('fmnist-dec1', 'step', 'Fashion-MNIST preset, 1-block decoder: ours, mask-token encoder', 'fmnist', 32, decoder_depth=1,
-               contenders=('ours', 'mask_tokens'), steps=3, warmup=1, windows=2, targets=(('ours / mask_tokens', None),)),
-    SuiteEntry('cifar-step', 'step', 'CIFAR-10 preset (ViT-T/2, 256 patches) pretraining step', 'cifar', 8, steps=2, warmup=1, windows=2,
-               targets=(('img_per_s', None),)),
-    SuiteEntry('fmnist-pretrain', 'pretrain', 'Fashion-MNIST pretraining (real data)', 'fmnist', 64, compile=True, steps=12, log_every=3,
-               targets=(('img_per_s', None),)),
-    SuiteEntry('fmnist-finetune', 'finetune', "Fashion-MNIST fine-tuning (real data, the recipe's augmentation)", 'fmnist', 64, steps=12,
-               log_every=3, targets=(('img_per_s', None),)),
-    SuiteEntry('fmnist-breakdown', 'breakdown', 'Fashion-MNIST pretraining step-time breakdown (profiler)', 'fmnist', 64, steps=3, warmup=1,
-               targets=(('wall_ms', None), ('data_share', None))),
-    SuiteEntry('resume-exact', 'resume', 'Fashion-MNIST pretraining stopped after epoch 1 and resumed', 'fmnist', 32, steps=3, epochs=2,
-               log_every=1, targets=(('exact', None),)),
-    SuiteEntry('jpeg-decode', 'decode', 'JPEGs decoded on the device (here the CPU), then the device-decode loader', 'cifar', 8, steps=2,
-               targets=(('clean_share', None), ('img_per_s', None))),
-]
-
-def suite_plan(device: torch.device | str) -> list[SuiteEntry]:
-    "The suite for `device`: GPU-sized on CUDA, CPU-sized otherwise."
-    return CUDA_SUITE if torch.device(device).type == 'cuda' else CPU_SUITE
-
-# %% ../nbs/18_benchmark.ipynb #96cdcc28
-FIGURE_LABELS = dict(img_per_s='speed', mfu='MFU', wall_ms='step time', device_busy='device busy', data_share='data share',
-                     exact='resumed losses identical', clean_share='clean decodes')
-
-def fmt_figure(figure: str, v: float | None) -> str:
-    "A figure as the tables print it ('–' when missing)."
-    if v is None or v != v: return '–'
-    if figure == 'img_per_s': return f'{v:,.0f} img/s'
-    if figure in ('mfu', 'device_busy', 'data_share', 'exact', 'clean_share'): return f'{v:.1%}'
-    if figure == 'wall_ms': return f'{v:.1f} ms/step'
-    return f'{v:.2f}×'                                               # 'ours / hf': a ratio of images per second
-
-def check_targets(e: SuiteEntry, figures: dict) -> list[dict]:
-    "Each figure `e` is judged by, beside its target: met when at least the target (None when either is missing)."
-    return [dict(figure=f, value=figures.get(f), target=t, met=None if t is None or figures.get(f) is None else figures[f] >= t)
-            for f, t in e.targets]
-
-def run_speed(path: str | Path) -> dict:
-    "Median images per second of a run's `metrics.jsonl` readings, the first left out (`median_img_per_s`); and how many readings that is."
-    recs = read_metrics(path, has='loss')
-    return dict(img_per_s=median_img_per_s(recs) if len(recs) > 1 else None, readings=max(len(recs) - 1, 0))
-
-# %% ../nbs/18_benchmark.ipynb #b9aa49e3
-def _model_config(e: SuiteEntry) -> MAEConfig:
-    return MAEConfig.from_preset(e.preset, **({} if e.decoder_depth is None else dict(decoder_depth=e.decoder_depth)))
-
-def _run_config(e: SuiteEntry, bc: BenchConfig, out: Path, cls=TrainConfig, limit: int | None = None, **extra):
-    "The `TrainConfig` (or `FinetuneConfig`) of an entry's real run: its batches and compilation, `bc`'s device settings."
-    return cls(dataset=e.dataset, batch_size=e.batch_size, limit=limit or e.steps * e.batch_size, epochs=e.epochs, compile=e.compile,
-               compile_mode=e.compile_mode, amp=bc.amp, fused=bc.fused, device=bc.device, log_every=e.log_every, progress=False,
-               out_dir=str(out), **extra)
-
-def _step(e: SuiteEntry, bc: BenchConfig, out: Path):
-    res = benchmark(_model_config(e), e.batch_size, bc.device, bc.amp, e.compile, bc.fused, e.warmup, e.steps, e.windows,
-                    bc.peak_tflops, e.contenders)
-    ours = next((r for r in res['rows'] if r['name'] == 'ours'), {})
-    return res, dict(img_per_s=ours.get('img_per_s'), mfu=ours.get('mfu'), **res['ratios'])
-
-def _run_result(summary: dict, out: Path):
-    res = {k: v for k, v in summary.items() if k != 'checkpoint'}        # (in a temporary folder, gone)
-    res.update(run_speed(out/'metrics.jsonl'))
-    return res, dict(img_per_s=res['img_per_s'])
-
-def _pretrain(e: SuiteEntry, bc: BenchConfig, out: Path): return _run_result(pretrain(_model_config(e), _run_config(e, bc, out)), out)
-
-def _finetune(e: SuiteEntry, bc: BenchConfig, out: Path):
-    fc = _run_config(e, bc, out, FinetuneConfig, preset=e.preset, eval_every=0, eval_limit=e.batch_size)
-    return _run_result(finetune(fc), out)
-
-def _breakdown(e: SuiteEntry, bc: BenchConfig, out: Path):
-    b = step_breakdown(_model_config(e), _run_config(e, bc, out, limit=(e.warmup + e.steps) * e.batch_size), e.steps, e.warmup)
-    return b, {f: b.get(f) for f in FIGURES['breakdown']}
-
-# %% ../nbs/18_benchmark.ipynb #345b3636
-def _resume(e: SuiteEntry, bc: BenchConfig, out: Path):
-    "The entry's pretraining straight through, and stopped after epoch 1 then resumed (`--deterministic`): how many resumed losses are identical."
-    mc, whole = _model_config(e), replace(_run_config(e, bc, out/'whole'), deterministic=True)
-    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
-    try:
-        pretrain(mc, whole); pretrain(mc, replace(whole, out_dir=str(out/'cut'), epochs=1))
-        pretrain(mc, replace(whole, out_dir=str(out/'cut'), resume=True))
-    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.deterministic = was[1]    # the next entries run as usual
-    a, b = ({r['step']: r['loss'] for r in read_metrics(out/d/'metrics.jsonl', has='loss')} for d in ('whole', 'cut'))
-    later = [s for s in a if s > e.steps]                                   # the resumed epoch's steps
-    same = sum(a[s] == b.get(s) for s in later)
-    return dict(steps=len(later), identical=same, max_diff=max(abs(a[s] - b[s]) for s in later)), dict(exact=same / len(later))
-
-def _jpeg_folder(root: Path, n: int, size: tuple[int, int] = (375, 500)) -> Path:
-    "An image folder of `n` smooth random JPEGs of an ImageNet photo's typical size."
-    from torchvision.io import encode_jpeg
-    (root/'train'/'c0').mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(0)
-    for i in range(n):
-        img = F.interpolate(torch.rand(1, 3, size[0] // 25, size[1] // 25, generator=g), size=size, mode='bilinear')[0]
-        (root/'train'/'c0'/f'{i}.jpg').write_bytes(encode_jpeg((img * 255).to(torch.uint8)).numpy().tobytes())
-    return root
-
-def _decode(e: SuiteEntry, bc: BenchConfig, out: Path):
-    "Decodes under queued work (do the reductions queued before each come out right?), then the device-decode loader's speed."
-    dev, root = resolve_device(bc.device), _jpeg_folder(out, e.batch_size * e.steps)
-    files, (n, side) = [image_bytes(root)[i][0] for i in range(e.batch_size)], ((1 << 20, 4096) if dev.type == 'cuda' else (1 << 12, 64))
-    clean = 0
-    for _ in range(e.steps):
-        xs = [torch.full((n,), float(k), device=dev) for k in range(8)]; synchronize(dev)   # known values, in place
-        w = torch.randn(side, side, device=dev) / side ** 0.5
-        for _ in range(32): w = w @ w                                       # then work queued ahead of ...
-        sums = torch.stack([x.sum() for x in xs]); del xs                  # ... their reductions, their memory freed meanwhile
-        decode_images(files, dev)
-        clean += bool(torch.equal(sums, torch.arange(8., device=dev) * n))
-    loader = DeviceDecodeLoader(image_bytes(root), e.batch_size, _model_config(e).img_size, device=dev, num_workers=min(4, default_workers()))
-    next(iter(loader)); synchronize(dev); t0 = time.perf_counter()
-    images = sum(len(x) for x, _ in loader); synchronize(dev)
-    ips = images / (time.perf_counter() - t0)
-    return dict(decodes=e.steps, clean=clean, images=images, img_per_s=ips), dict(clean_share=clean / e.steps, img_per_s=ips)
-
-SUITE_RUNNERS = dict(step=_step, pretrain=_pretrain, finetune=_finetune, breakdown=_breakdown, resume=_resume, decode=_decode)
-
-# %% ../nbs/18_benchmark.ipynb #d94e67dd
-def describe(e: SuiteEntry) -> str:
-    "The entry in words: what, batch, compilation."
-    comp = f", compiled{f' ({e.compile_mode})' if e.compile_mode else ''}" if e.compile else ''
-    return f'{e.what}, batch {e.batch_size}{comp}'
-
-def _fresh(dev: torch.device):
-    torch._dynamo.reset(); gc.collect()
-    if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
-
-def _missing(rec: dict, figure: str) -> str:
-    "Why a figure of an entry has no value: the entry, or the contender it needs, was skipped."
-    if rec['status'] == 'skipped': return f"skipped: {rec['reason']}"
-    skipped = rec['result'].get('skipped', {}) if rec['kind'] == 'step' else {}
-    who = figure.split(' / ')[1] if ' / ' in figure else 'ours'
-    return f'{who} skipped: {skipped[who]}' if who in skipped else '–'
-
-def _shown(rec: dict, c: dict) -> str:
-    if c['value'] is None: return _missing(rec, c['figure'])
-    return fmt_figure(c['figure'], c['value']) + ('' if c['target'] is None else f" (target ≥ {fmt_figure(c['figure'], c['target'])})")
-
-def run_entry(e: SuiteEntry, bc: BenchConfig, dev: torch.device, i: int, n: int) -> dict:
-    "Run entry `i` of `n` with a progress line before and after; a failure is recorded as skipped, not raised."
-    print(f'[{i}/{n}] {describe(e)} …', flush=True)
-    _fresh(dev)
-    rec, figures, t0 = dict(name=e.name, kind=e.kind, what=describe(e), note=e.note, status='ok'), {}, time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix='mae_nb-bench-') as tmp: rec['result'], figures = SUITE_RUNNERS[e.kind](e, bc, Path(tmp))
-    except OutOfTime: rec.update(status='skipped', reason='stopped by the time limit', stopped=True)    # the suite ends after it
-    except Exception as ex:                                               # that entry's loss only
-        rec.update(status='skipped', reason=f'{type(ex).__name__}: {error_line(ex)}')
-    rec.update(seconds=round(time.perf_counter() - t0, 1), checks=check_targets(e, figures))
-    shown = ', '.join(f"{FIGURE_LABELS.get(c['figure'], c['figure'])} {_shown(rec, c)}" for c in rec['checks'])
-    print(f"[{i}/{n}] {e.name}: {shown if rec['status'] == 'ok' else _missing(rec, '')} in {rec['seconds']:.0f} s", flush=True)
-    return rec
-
-# %% ../nbs/18_benchmark.ipynb #a3e47d5b
-def _summary_rows(i: int, rec: dict) -> list[str]:
-    "The rows of one entry in the suite's table: one per figure, the entry named on the first."
-    met = {None: '–', True: 'yes', False: '**no**'}
-    rows = []
-    for j, c in enumerate(rec['checks']):
-        head = f"| {i} | {rec['what']} |" if j == 0 else '| | |'
-        value = fmt_figure(c['figure'], c['value']) if c['value'] is not None else _missing(rec, c['figure'])
-        target = '–' if c['target'] is None else f"≥ {fmt_figure(c['figure'], c['target'])}"
-        rows.append(f"{head} {FIGURE_LABELS.get(c['figure'], c['figure'])} | {value} | {target} | {met[c['met']]} | {rec['seconds'] if j == 0 else ''} |")
-    return rows
-
-def _details(rec: dict) -> str:
-    "An entry's full result in words and tables."
-    if rec['status'] == 'skipped': return f"skipped: {rec['reason']}"
-    r = rec['result']
-    if rec['kind'] == 'step': return format_bench(r)
-    if rec['kind'] == 'breakdown': return format_breakdown(r)
-    if rec['kind'] == 'resume': return (f"{r['identical']} of the {r['steps']} resumed steps' losses are the uninterrupted run's, "
-                                        f"bit for bit (largest difference {r['max_diff']:.3g})")
-    if rec['kind'] == 'decode': return (f"after {r['clean']} of {r['decodes']} decodes the reductions queued before them were right; "
-                                        f"the device-decode loader served {r['images']} images at {fmt_figure('img_per_s', r['img_per_s'])}")
-    return (f"{r['step']} optimizer steps ({r['epochs']} epoch(s)); the first took {r['first_step_s']} s (start-up, compilation: not counted); "
-            f"speed: the median of {r['readings']} readings, {fmt_figure('img_per_s', r['img_per_s'])}; final loss {r['final_loss']:.4f}")
-
-def format_suite(rep: dict) -> str:
-    "The suite's report as markdown: device, torch, date and command; the table of figures and targets; each entry's details."
-    peak = f"{rep['peak_tflops']:.1f} TFLOP/s ({rep['peak_source']})" if rep['peak_tflops'] else 'unknown (no MFU)'
-    lines = [f"**Benchmark suite on {rep['device']}** ({rep['device_type']}; peak bf16 {peak})", '',
-             f"Made by `{rep['command']}` on {rep['date']} with torch {rep['torch']} ({rep['threads']} CPU thread{'s' * (rep['threads'] != 1)}), "
-             f"{rep['total_s']:.0f} s in all." + (f" Stopped by its time limit ({rep['time_limit']}); not reached: {', '.join(rep['not_reached'])}."
-                                                 if rep.get('not_reached') else ''),
-             '', '| # | entry | figure | measured | target | met | seconds |', '|---|---|---|---|---|---|---|']
-    for i, rec in enumerate(rep['entries'], 1): lines += _summary_rows(i, rec)
-    for i, rec in enumerate(rep['entries'], 1):
-        lines += ['', f"**{i}. {rec['what']}**" + (f" — {rec['note']}" if rec['note'] else ''), '', _details(rec)]
-    return '\n'.join(lines) + '\n'
-
-# %% ../nbs/18_benchmark.ipynb #58874819
-SUITE_FLAGS = ('device', 'amp', 'fused', 'peak_tflops', 'only', 'out_dir', 'time_limit')   # the flags --suite reads
-
-def suite_command(bc: BenchConfig) -> str:
-    "The `mae_nb bench --suite` command line of `bc` (the suite's flags that differ from their defaults)."
-    parts = ['mae_nb bench --suite']
-    for f in fields(bc):
-        v = getattr(bc, f.name)
-        if f.name not in SUITE_FLAGS or v == f.default: continue
-        fl = flag(f.name)
-        parts.append(fl if v is True else f"--no-{fl[2:]}" if v is False else f'{fl} {v}')
-    return ' '.join(parts)
-
-# %% ../nbs/18_benchmark.ipynb #ff5677ec
-def run_suite(bc: BenchConfig, # device, amp, fused, peak_tflops, only, out_dir, time_limit are read
-              plan: list[SuiteEntry] | None = None, # default `suite_plan` of the device
-             ) -> dict: # the report: device, torch, date, command, entries (each with its result, checks, seconds), not_reached
-    "Run the suite (within `bc.time_limit`) with progress lines, writing OUT/DEVICE.json and OUT/DEVICE.md after every entry; print the report."
-    dev = resolve_device(bc.device)
-    plan = suite_plan(dev) if plan is None else plan
-    names = [e.name for e in plan]
-    only = bc.only.split(',') if bc.only else names
-    check_value(set(only) <= set(names), 'only', bc.only, f"names of entries of the {dev.type} suite: {','.join(names)}")
-    out, limit = check_writable(bc.out_dir), parse_duration(bc.time_limit)
-    plan = [e for e in plan if e.name in only]
-    t0, peak = time.perf_counter(), peak_tflops(dev, bc.peak_tflops)
-    rep = dict(device=device_name(dev), device_type=dev.type, peak_tflops=peak[0], peak_source=peak[1], torch=torch.__version__,
-               threads=torch.get_num_threads(), date=datetime.now(timezone.utc).isoformat(timespec='seconds'),
-               command=suite_command(bc), time_limit=bc.time_limit, entries=[], not_reached=[e.name for e in plan])
-    stem = out/device_slug(rep['device'])
-    try:
-        with time_limit(limit):
-            for i, e in enumerate(plan, 1):
-                rep['entries'].append(rec := run_entry(e, bc, dev, i, len(plan))); rep['not_reached'].remove(e.name)
-                _write_report(rep, stem, t0)                              # what is done is on disk, whatever comes next
-                if rec.get('stopped'): break
-    except OutOfTime: pass                                                # between entries: nothing lost but the rest
-    if rep['not_reached']: print(f"time limit {bc.time_limit} reached: not reached {', '.join(rep['not_reached'])}", flush=True)
-    print('\n' + _write_report(rep, stem, t0), flush=True)
-    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
-    return rep
-
-def _write_report(rep: dict, stem: Path, t0: float) -> str:
-    "Write the report so far to STEM.json and STEM.md; returns the markdown."
-    rep['total_s'] = round(time.perf_counter() - t0, 1)
-    md = format_suite(rep)
-    write_json(stem.with_suffix('.json'), rep); write_text(stem.with_suffix('.md'), md, 'another `out_dir`')
-    return md
-
-# %% ../nbs/18_benchmark.ipynb #7c6aadcd
-def latest_suite(folder: str | Path = 'results/bench') -> Path | None:
-    "The newest suite report (`DEVICE.json`, by the date inside) in `folder`, or None when there is none."
-    reps = [(json.loads(p.read_text()).get('date', ''), p) for p in Path(folder).glob('*.json')]
-    return max(reps)[1] if reps else None

@@ -11,8 +11,9 @@ from .checkpoint import Terminated, sigterm_interrupts
 from .datasets import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
-from .experiments import (ABLATIONS, BUDGETS, DemoConfig, FinetuneConfig, PretrainConfig, ProbeConfig, ablation_study, demo,
-                                finetune, probe, run_pretrain, write_summary)
+from .suite import run_suite
+from .experiments import DemoConfig, FinetuneConfig, PretrainConfig, ProbeConfig, demo, finetune, probe, run_pretrain, write_summary
+from .ablations import ABLATIONS, BUDGETS, ablation_study
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS, flops_table
 from .weights import convert
@@ -153,7 +154,7 @@ COMMANDS = dict(
     finetune=lambda a: write_summary(finetune(fc := config_from(FinetuneConfig, a)), fc.out_dir),
     probe=lambda a: probe(config_from(ProbeConfig, a)),
     knn=lambda a: probe(config_from(ProbeConfig, a, linear=False)),
-    bench=lambda a: run_bench(config_from(BenchConfig, a)),
+    bench=lambda a: (run_suite if a.suite else run_bench)(config_from(BenchConfig, a)),
     ablate=lambda a: ablation_study(a.variants, a.seeds, a.jobs, a.dry_run, out=a.out, work=a.work, smoke=a.smoke, device=a.device,
                                     force=a.force, epochs=a.epochs, budget=a.budget, holdout=a.holdout, time_limit=a.time_limit),
     convert=lambda a: convert(a.src, a.dst, a.to, a.from_, a.num_heads, a.decoder_num_heads, a.norm_pix_loss),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_runs.ipynb #57cb6d99
 from __future__ import annotations
-import importlib.util, json, math, random, re, signal, time
+import importlib.util, json, random, re, signal, time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path

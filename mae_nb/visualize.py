@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import torch
-import torch.nn.functional as F
 import mae_nb
 from .model import MAEConfig, MaskedAutoencoder
+from .masking import mask_noise
 from .patches import unpatchify
 
 # %% auto #0

@@ -6,9 +6,9 @@ from dataclasses import asdict
 from pathlib import Path
 import pytest
 import torch
-import mae_nb.experiments as ex
 from mae_nb.cli import build_parser
-from mae_nb.experiments import ABLATIONS, GPU_ABLATION, SMOKE, ablate, smoke_budget
+import mae_nb.ablations as ab
+from mae_nb.ablations import ABLATIONS, GPU_ABLATION, SMOKE, ablate, smoke_budget
 from mae_nb.masking import num_keep
 from mae_nb.model import MAEConfig, MaskedAutoencoder
 from mae_nb.train import batch_noise
@@ -37,13 +37,13 @@ def _fake_stages(monkeypatch, seen: dict):
         seen['probed'] = mc
         return dict(linear_probe=50.0, knn=40.0, eval_images=kw['eval_limit'])
 
-    monkeypatch.setattr(ex, 'pretrain', pretrain)
-    monkeypatch.setattr(ex, 'load_model', lambda ckpt: MaskedAutoencoder(seen['pretrained']))
-    monkeypatch.setattr(ex, 'probe_encoder', probe_encoder)
+    monkeypatch.setattr(ab, 'pretrain', pretrain)
+    monkeypatch.setattr(ab, 'load_model', lambda ckpt: MaskedAutoencoder(seen['pretrained']))
+    monkeypatch.setattr(ab, 'probe_encoder', probe_encoder)
     def finetune(fc):
         seen['finetuned'] = fc
         return dict(test_acc=30.0, train_s=0.5)
-    monkeypatch.setattr(ex, 'finetune', finetune)
+    monkeypatch.setattr(ab, 'finetune', finetune)
 
 
 @pytest.mark.parametrize('variant', list(ABLATIONS))
@@ -111,7 +111,7 @@ def test_gpu_smoke_end_to_end_two_at_a_time(tmp_path):
 
 def test_parallel_study_stops_at_its_time_limit(tmp_path, capsys):
     "Two runs at once, each in its own process, given 3 s: both interrupted as at a Ctrl-C, none counted as failed, the study says where it is."
-    from mae_nb.experiments import ablation_study
+    from mae_nb.ablations import ablation_study
     got = ablation_study(['mask_0.5', 'default'], [0], jobs=2, smoke=True, time_limit='3s', out=tmp_path/'out', work=tmp_path/'work',
                          device='cpu')
     out = capsys.readouterr().out

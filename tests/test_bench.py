@@ -6,8 +6,10 @@ from dataclasses import replace
 import pytest
 import torch
 import mae_nb.bench as bench
-from mae_nb.bench import (CONTENDERS, CPU_SUITE, CUDA_SUITE, PHASES, SUITE_KINDS, BenchConfig, SuiteEntry, bench_step, benchmark,
-                          format_bench, format_breakdown, peak_tflops, run_suite, step_breakdown, suite_plan, time_steps, time_to_train)
+import mae_nb.suite as suite
+from mae_nb.bench import (CONTENDERS, PHASES, BenchConfig, bench_step, benchmark, format_bench, format_breakdown, peak_tflops,
+                          step_breakdown, time_steps, time_to_train)
+from mae_nb.suite import CPU_SUITE, CUDA_SUITE, SUITE_KINDS, SuiteEntry, run_suite, suite_plan
 from mae_nb.cli import main
 from mae_nb.distributed import device_name
 from mae_nb.model import MAEConfig, train_flops
@@ -108,7 +110,7 @@ def test_suite_plans_hold_the_issue_targets():
 def test_suite_through_the_cli(tmp_path, monkeypatch, capsys):
     "Two entries of the CPU plan via `mae_nb bench --suite --only`; the breakdown fails as a GPU out of memory would."
     def oom(*a): raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
-    monkeypatch.setitem(bench.SUITE_RUNNERS, 'breakdown', oom)
+    monkeypatch.setitem(suite.SUITE_RUNNERS, 'breakdown', oom)
     main(['bench', '--suite', '--device', 'cpu', '--only', 'fmnist-dec1,fmnist-breakdown', '--out', str(tmp_path)])
     out = capsys.readouterr().out
     assert '[1/2] Fashion-MNIST preset, 1-block decoder' in out and '[1/2] fmnist-dec1: ours / mask_tokens ' in out
@@ -203,9 +205,9 @@ def test_suite_time_limit_through_the_cli(tmp_path, monkeypatch, capsys):
     def faked(e, bc, out):
         import time
         time.sleep(next(takes))
-        return dict(step=1, epochs=1, first_step_s=0.0, readings=1, img_per_s=1.0, final_loss=1.0), {f: 1.0 for f in bench.FIGURES[e.kind]}
-    for kind in SUITE_KINDS: monkeypatch.setitem(bench.SUITE_RUNNERS, kind, faked)
-    monkeypatch.setattr(bench, '_details', lambda rec: 'details')                 # (the faked results have no details to show)
+        return dict(step=1, epochs=1, first_step_s=0.0, readings=1, img_per_s=1.0, final_loss=1.0), {f: 1.0 for f in suite.FIGURES[e.kind]}
+    for kind in SUITE_KINDS: monkeypatch.setitem(suite.SUITE_RUNNERS, kind, faked)
+    monkeypatch.setattr(suite, "_details", lambda rec: 'details')                 # (the faked results have no details to show)
     main(['bench', '--suite', '--device', 'cpu', '--time-limit', '2s', '--out', str(tmp_path)])
     out = capsys.readouterr().out
     rep = json.loads(next(tmp_path.glob('*.json')).read_text())

@@ -140,3 +140,11 @@ def test_explorer_in_a_browser(served, model):
         _, problems = browser.finish(url, target, s, nav)
     assert not problems, problems
     print(f'explorer checked in Chromium in {time.perf_counter() - t0:.1f} s; one inference {after["ms"]:.1f} ms')
+
+
+def test_explore_panels_from_the_package(model):
+    "The package's own `explore_panels` (not the notebook's namespace, which imports more) draws its four panels."
+    import matplotlib; matplotlib.use('Agg')
+    from mae_nb.visualize import explore_panels
+    fig = explore_panels(model, torch.rand(2, 1, 28, 28), index=1, masking='grid', seed=3)
+    assert len(fig.axes) == 4

@@ -15,7 +15,7 @@ def test_import_without_matplotlib_and_tqdm():
         from mae_nb.model import MAEConfig, MaskedAutoencoder
         import mae_nb.core, mae_nb.patches, mae_nb.masking, mae_nb.pos_embed, mae_nb.vit, mae_nb.data, mae_nb.visualize, mae_nb.cli
         import mae_nb.datasets, mae_nb.loaders, mae_nb.augment
-        import mae_nb.train, mae_nb.checkpoint, mae_nb.distributed, mae_nb.runs, mae_nb.evaluate, mae_nb.finetune, mae_nb.experiments, mae_nb.paper, mae_nb.bench, mae_nb.weights
+        import mae_nb.train, mae_nb.checkpoint, mae_nb.distributed, mae_nb.runs, mae_nb.evaluate, mae_nb.finetune, mae_nb.experiments, mae_nb.ablations, mae_nb.paper, mae_nb.bench, mae_nb.suite, mae_nb.weights
         from mae_nb.weights import have_transformers
         assert not have_transformers()                      # blocked: bench then skips the HF contender instead of failing
         from mae_nb.cli import build_parser
