@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from .core import RunError, check_value, flag, write_json
 from .model import MAEConfig, MaskedAutoencoder, train_flops
-from .checkpoint import check_result_path, check_writable, load_model, stop_children
+from .checkpoint import OutOfTime, check_result_path, check_writable, load_model, median_img_per_s, parse_duration, read_metrics, stop_children
 from .distributed import resolve_device
-from .runs import OutOfTime, TrainConfig, median_img_per_s, parse_duration, pretrain, read_metrics
+from .runs import TrainConfig, pretrain
 from .experiments import FinetuneConfig, build_classifier, finetune, probe_encoder
 
 # %% auto #0
@@ -196,7 +196,7 @@ def ablation_study(variants: list[str], # names in ABLATIONS, or ['all']
                    **kw, # the other arguments of `ablate`
                   ) -> list[dict] | dict:
     "Run `ablate` for every variant and seed (existing results are reused), within `time_limit`; each prints its line."
-    from mae_nb.runs import time_limit as limited   # the argument `time_limit` hides the function
+    from mae_nb.checkpoint import time_limit as limited   # the argument `time_limit` hides the function
     runs = [(v, s) for s in seeds for v in (list(ABLATIONS) if 'all' in variants else variants)]
     check_value(jobs >= 1, 'jobs', jobs, 'at least 1')
     limit = parse_duration(time_limit)

@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
-from .core import check_numbers, check_value, error_line, to_device, write_json
+from .core import check_numbers, check_positive_ints, check_value, error_line, to_device, write_json
 from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops, train_flops
 from .train import batch_noise, param_groups
-from .checkpoint import check_result_path, check_writable
+from .checkpoint import check_result_path, check_writable, parse_duration
 from .distributed import AMP_MODES, amp_dtype, device_name, resolve_device
-from .runs import RunPlan, TrainConfig, build_loader, check_positive_ints, make_train_step, parse_duration
+from .runs import RunPlan, TrainConfig, build_loader, make_train_step
 from .weights import have_transformers, hf_model
 
 # %% auto #0

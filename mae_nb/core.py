@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['BIGGEST', 'MAX_LR', 'FLAG_NAMES', 'ConfigError', 'check_value', 'check_numbers', 'RunError', 'error_line',
-           'atomic_path', 'write_text', 'write_json', 'save_figure', 'to_device', 'flag', 'as_flags']
+__all__ = ['BIGGEST', 'MAX_LR', 'FLAG_NAMES', 'ConfigError', 'check_value', 'check_numbers', 'check_positive_ints', 'RunError',
+           'error_line', 'atomic_path', 'write_text', 'write_json', 'save_figure', 'to_device', 'flag', 'as_flags']
 
 # %% ../nbs/core.ipynb #f953982e
 class ConfigError(ValueError):
@@ -44,6 +44,16 @@ def check_numbers(cfg, # a dataclass instance: a config
             if isinstance(x, bool) or not isinstance(x, (int, float)): continue
             check_value(math.isfinite(x), f.name, v, 'a finite number')
             check_value(abs(x) <= BIGGEST, f.name, v, f'at most {BIGGEST:.2g} in size')
+
+def check_positive_ints(cfg, *names: str,
+                        optional: bool | str = False, # None allowed too; a string says what None means (True: 'all of them')
+                       ):
+    "Each field of `cfg` in `names` must be a whole number ≥ 1 (or None, when `optional`: the whole dataset, every image, ...)."
+    for k in names:
+        v = getattr(cfg, k)
+        if optional and v is None: continue
+        left_out = f" (or left out: {'all of them' if optional is True else optional})" if optional else ''
+        check_value(isinstance(v, int) and v >= 1, k, v, 'a whole number of at least 1' + left_out)
 
 # %% ../nbs/core.ipynb #cc3ef277
 class RunError(Exception):

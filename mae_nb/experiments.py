@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .core import check_numbers, check_value, save_figure, write_json
+from .core import check_numbers, check_positive_ints, check_value, save_figure, write_json
 from .data import TensorLoader, mix_seed
 from .loaders import FirstBatches
 from .datasets import dataset_info, folder_classes, load_tensor_dataset
@@ -17,9 +17,9 @@ from .evaluate import POOLS, extract_features, knn_accuracy, knn_monitor, linear
 from .augment import finetune_augment
 from .finetune import ViTClassifier, evaluate_classifier, layer_decay_groups, load_encoder, tune_blocks
 from .model import PRESETS, MAEConfig, MaskedAutoencoder
-from .checkpoint import check_result_path, check_writable, load_checkpoint, load_model
+from .checkpoint import check_result_path, check_writable, load_checkpoint, load_model, median_img_per_s, read_metrics
 from .distributed import device_name, dist_setup, resolve_device
-from .runs import TrainConfig, build_loader, check_positive_ints, fit, median_img_per_s, prepare_out, pretrain, read_metrics
+from .runs import TrainConfig, build_loader, fit, prepare_out, pretrain
 from .weights import with_img_size
 
 # %% auto #0

@@ -10,12 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .core import check_value, error_line, flag, write_json, write_text
+from .core import check_positive_ints, check_value, error_line, flag, write_json, write_text
 from .loaders import DeviceDecodeLoader, decode_images, default_workers, image_bytes
 from .model import PRESETS, MAEConfig
-from .checkpoint import check_writable
+from .checkpoint import OutOfTime, check_writable, median_img_per_s, parse_duration, read_metrics, time_limit
 from .distributed import device_name, resolve_device
-from .runs import OutOfTime, TrainConfig, check_positive_ints, median_img_per_s, parse_duration, pretrain, read_metrics, time_limit
+from .runs import TrainConfig, pretrain
 from .experiments import FinetuneConfig, finetune
 from .bench import CONTENDERS, BenchConfig, benchmark, device_slug, format_bench, format_breakdown, peak_tflops, step_breakdown, synchronize
 

@@ -7,7 +7,8 @@ from mae_nb.finetune import ViTClassifier
 from mae_nb.model import MAEConfig, MaskedAutoencoder
 from mae_nb.train import param_groups
 from mae_nb.distributed import compile_model
-from mae_nb.runs import RunPlan, TrainConfig, make_train_step, pretrain, read_metrics
+from mae_nb.checkpoint import read_metrics
+from mae_nb.runs import RunPlan, TrainConfig, make_train_step, pretrain
 
 TINY = MAEConfig(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=2, num_heads=2,
                  decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)

@@ -108,7 +108,7 @@ def test_pictures_and_logs_are_written_whole(tmp_path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from mae_nb.core import RunError, save_figure
-    from mae_nb.runs import MetricsLog
+    from mae_nb.checkpoint import MetricsLog
     (tmp_path/'loss.png.tmp').symlink_to('/dev/full')
     fig, ax = plt.subplots(); ax.plot([1, 2])
     with pytest.raises(RunError, match='No space left on device'): save_figure(fig, tmp_path/'loss.png')

@@ -7,7 +7,8 @@ import torch
 from mae_nb.data import TensorLoader
 from mae_nb.model import MAEConfig, MaskedAutoencoder
 from mae_nb.train import param_groups
-from mae_nb.runs import TrainConfig, fit, pretrain, read_metrics
+from mae_nb.checkpoint import read_metrics
+from mae_nb.runs import TrainConfig, fit, pretrain
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'}
@@ -132,7 +133,7 @@ def test_tensorboard_events_hold_the_logged_numbers(tmp_path):
     pytest.importorskip('tensorboard')
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tc = dict(limit=96, batch_size=32, log_every=1, progress=False, device='cpu', tensorboard=True, out_dir=str(tmp_path))
-    from mae_nb.runs import TensorBoardLog
+    from mae_nb.checkpoint import TensorBoardLog
     pretrain(TINY, TrainConfig(epochs=1, **tc))                                 # steps 1-3, checkpoint at 3
     killed = TensorBoardLog(tmp_path/'tensorboard'); killed.write(step=4, loss=99.0); killed.close()   # as a session killed after step 4
     pretrain(TINY, TrainConfig(epochs=2, resume=True, **tc))                    # resumes at 3: steps 4-6 again, in the same folder
