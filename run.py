@@ -129,7 +129,7 @@ def page_name(nb: Path) -> str:
 
 def is_derivation(nb: Path) -> bool:
     "Notebooks 00–09 derive the method one piece at a time: their pages show the exported code, not only its API docs."
-    m = re.match(r'(\d\d)_', nb.name)
+    m = re.match(r'(\d\d)[a-z]?_', nb.name)
     return bool(m) and int(m[1]) < 10
 
 

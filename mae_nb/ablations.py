@@ -9,7 +9,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 import torch
 from .core import RunError, check_value, flag, write_json
-from .model import MAEConfig, MaskedAutoencoder, train_flops
+from .model import MAEConfig, MaskedAutoencoder
+from .cost import train_flops
 from .checkpoint import OutOfTime, check_result_path, check_writable, load_model, median_img_per_s, parse_duration, read_metrics, stop_children
 from .distributed import resolve_device
 from .runs import TrainConfig, pretrain

@@ -9,19 +9,19 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 import torch
-from .core import check_numbers, check_positive_ints, check_value, error_line, to_device, write_json
-from .model import PRESETS, MAEConfig, MaskedAutoencoder, count_flops, train_flops
-from .train import batch_noise, param_groups
+from .core import check_numbers, check_positive_ints, check_value, error_line, write_json
+from .model import PRESETS, MAEConfig, MaskedAutoencoder
+from .cost import count_flops, train_flops
+from .train import param_groups
 from .checkpoint import check_result_path, check_writable, parse_duration
 from .distributed import AMP_MODES, amp_dtype, device_name, resolve_device
-from .runs import RunPlan, TrainConfig, build_loader, make_train_step
+from .runs import RunPlan, TrainConfig, make_train_step
 from .weights import have_transformers, hf_model
 
 # %% auto #0
-__all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'SCALING_PRESETS', 'PHASES', 'IMAGENET_TRAIN_IMAGES', 'peak_tflops', 'synchronize',
+__all__ = ['PEAK_BF16_TFLOPS', 'CONTENDERS', 'SCALING_PRESETS', 'IMAGENET_TRAIN_IMAGES', 'peak_tflops', 'synchronize',
            'bench_step', 'time_steps', 'HFMAE', 'benchmark', 'format_bench', 'time_encoders', 'device_slug',
-           'write_scaling', 'step_breakdown', 'format_breakdown', 'largest_batch', 'find_batch_size', 'time_to_train',
-           'BenchConfig', 'run_bench']
+           'write_scaling', 'largest_batch', 'find_batch_size', 'time_to_train', 'BenchConfig', 'run_bench']
 
 # %% ../nbs/18_benchmark.ipynb #19a47d52
 # (substring of the device name, dense bf16 TFLOP/s, source). Datasheets print bf16 "with sparsity";
@@ -240,60 +240,6 @@ def write_scaling(folder: str | Path = 'results/scaling', **kw) -> Path:
     out = check_writable(folder, 'scaling')                        # before minutes of measurements, not after
     rep = dict(time_encoders(**kw), command=f'mae_nb bench --scaling {folder}')
     return write_json(out/f"{device_slug(rep['device'])}.json", rep)
-
-# %% ../nbs/18_benchmark.ipynb #7060ed51
-PHASES = ('data', 'forward', 'backward', 'optimizer')
-
-def step_breakdown(mc: MAEConfig, # the model
-                   tc: TrainConfig, # dataset, batch size, amp, compile, fused, device as for `pretrain`
-                   steps: int = 10, # profiled steps
-                   warmup: int = 3, # steps before profiling
-                   loader=None, # batches (x, y) on the device; default `build_loader(tc, mc)`, the loader `pretrain` uses
-                  ) -> dict: # ms per step: wall, each phase's host time; device busy ms and fraction (CUDA)
-    "Profile `steps` of `pretrain`'s training step on real batches from the training loader; time per phase and device busy time."
-    from torch.profiler import ProfilerActivity, profile, record_function
-    dev = resolve_device(tc.device)
-    torch.manual_seed(tc.seed)
-    model = MaskedAutoencoder(mc).to(dev).train()
-    loader = build_loader(tc, mc, device=dev) if loader is None else loader
-    if len(loader) < warmup + steps: raise ValueError(f"the loader has {len(loader)} batches, fewer than warmup + steps = {warmup + steps}: use a smaller batch or fewer steps")
-    step = make_train_step(model, param_groups(model, tc.weight_decay), RunPlan(1, 10**9, 0, tc.batch_size, 1e-4), tc, dev)
-    batches = iter(loader)
-    def one(i):                                     # the step labels forward, backward and optimizer itself
-        with record_function('data'):
-            x, _ = next(batches)
-            noise = to_device(batch_noise(mc, tc.seed, 0, i, x.shape[0]), dev)
-        step(lambda m, x, noise: m(x, noise=noise).loss, x, noise)
-    for i in range(warmup): one(i)
-    synchronize(dev)
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == 'cuda' else [])
-    with profile(activities=acts) as prof:
-        t0 = time.perf_counter()
-        for i in range(warmup, warmup + steps): one(i)
-        synchronize(dev)
-        wall = time.perf_counter() - t0
-    return _phase_times(prof, dev, steps, tc.batch_size, wall)
-
-# %% ../nbs/18_benchmark.ipynb #40f8e8b2
-def _phase_times(prof, dev: torch.device, steps: int, batch_size: int, wall: float) -> dict:
-    "ms per step of each labelled phase (host time), and the device's busy time on CUDA, from a finished `torch.profiler` run."
-    from torch.autograd import DeviceType
-    ev = {e.key: e for e in prof.key_averages()}
-    out = dict(device=device_name(dev), steps=steps, batch_size=batch_size, wall_ms=1e3 * wall / steps)
-    for ph in PHASES: out[f'{ph}_ms'] = ev[ph].cpu_time_total / 1e3 / steps if ph in ev else 0.0   # host time (µs → ms)
-    if dev.type == 'cuda':      # the device's own events (kernels, copies); CPU ops also carry their kernels' time: not counted twice
-        busy = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type != DeviceType.CPU) / 1e3 / steps
-        out.update(device_busy_ms=busy, device_busy=busy / out['wall_ms'])
-    out['data_share'] = out['data_ms'] / out['wall_ms']
-    return out
-
-def format_breakdown(b: dict) -> str:
-    "One markdown table row per phase of a `step_breakdown`."
-    rows = [f"{b['device']}, batch {b['batch_size']}, {b['steps']} steps: {b['wall_ms']:.1f} ms/step wall", '',
-            '| phase | ms/step (host) | share of wall |', '|---|---|---|']
-    rows += [f"| {ph} | {b[f'{ph}_ms']:.2f} | {b[f'{ph}_ms'] / b['wall_ms']:.1%} |" for ph in PHASES]
-    if 'device_busy' in b: rows.append(f"| device busy (kernels) | {b['device_busy_ms']:.2f} | {b['device_busy']:.1%} |")
-    return '\n'.join(rows)
 
 # %% ../nbs/18_benchmark.ipynb #fb000002
 def largest_batch(measure, # measure(b) -> peak bytes of a training step at batch b; raises torch.OutOfMemoryError if it does not fit

@@ -15,7 +15,8 @@ from .suite import run_suite
 from .experiments import DemoConfig, FinetuneConfig, PretrainConfig, ProbeConfig, demo, finetune, probe, run_pretrain, write_summary
 from .ablations import ABLATIONS, BUDGETS, ablation_study
 from .masking import MASKINGS, check_mask_ratio
-from .model import PRESETS, flops_table
+from .model import PRESETS
+from .cost import flops_table
 from .weights import convert
 from .distributed import AMP_MODES
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_mae.ipynb #3bae24ef
 from __future__ import annotations
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ from .vit import Block, PatchEmbed, init_weights
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAEConfig', 'MAEOutput', 'MaskedAutoencoder', 'patch_to', 'patch_norm', 'is_decoder_key',
-           'encoder_state_dict', 'count_flops', 'flops_table', 'train_flops']
+           'encoder_state_dict']
 
 # %% ../nbs/05_mae.ipynb #5b848f2d
 @dataclass
@@ -238,56 +238,3 @@ def encoder_state_dict(model: MaskedAutoencoder, # a (pretrained) masked autoenc
                       ) -> dict[str, torch.Tensor]: # official names, encoder weights only
     "The encoder's weights only (no `decoder_*`, no `mask_token`): what a ViT classifier loads."
     return {k: v for k, v in model.state_dict().items() if not is_decoder_key(k)}
-
-# %% ../nbs/05_mae.ipynb #f2897ba3
-def count_flops(cfg: MAEConfig, # the architecture to count
-                mask_ratio: float | None = None, # default `cfg.mask_ratio`
-                batch_size: int = 1, # images in the counted batch (results are per image)
-               ) -> dict[str, float]: # parameters, tokens and forward FLOPs of encoder and decoder
-    "Parameters and forward FLOPs (per image) of encoder and decoder, counted on the meta device."
-    from torch.utils.flop_counter import FlopCounterMode
-    r = cfg.mask_ratio if mask_ratio is None else mask_ratio
-    cfg = replace(cfg, masking='random')                          # how many patches count, not which
-    with torch.device('meta'):
-        model = MaskedAutoencoder(cfg)
-        imgs = torch.empty(batch_size, cfg.in_chans, cfg.img_size, cfg.img_size)
-        with FlopCounterMode(display=False) as enc: latent, mask, ids_restore = model.forward_encoder(imgs, r)
-        with FlopCounterMode(display=False) as dec: model.forward_decoder(latent, ids_restore)
-        with FlopCounterMode(display=False) as full: model.forward_encoder(imgs, 0)
-    n_trainable = lambda ps: sum(p.numel() for p in ps if p.requires_grad)
-    dec_params = [p for n, p in model.named_parameters() if is_decoder_key(n)]
-    return dict(encoder_params=n_trainable(model.parameters()) - n_trainable(dec_params), decoder_params=n_trainable(dec_params),
-                encoder_tokens=latent.shape[1], decoder_tokens=ids_restore.shape[1] + 1,
-                encoder_flops=enc.get_total_flops() / batch_size, decoder_flops=dec.get_total_flops() / batch_size,
-                encoder_flops_all_tokens=full.get_total_flops() / batch_size)
-
-def flops_table(presets: list[str] | None = None, # names in `PRESETS`; default: all
-                mask_ratio: float = 0.75, # fraction of patches removed
-               ) -> str: # a markdown table, one row per preset
-    "A markdown table of `count_flops` for each preset."
-    rows = ['| preset | patches | enc params (M) | dec params (M) | enc GFLOPs | dec GFLOPs | dec/enc per token | dec/enc per image | enc on all tokens / enc on visible |',
-            '|---|---|---|---|---|---|---|---|---|']
-    for name in presets or list(PRESETS):
-        c = count_flops(MAEConfig.from_preset(name), mask_ratio)
-        per_tok = (c['decoder_flops'] / c['decoder_tokens']) / (c['encoder_flops'] / c['encoder_tokens'])
-        rows.append(f"| {name} | {c['decoder_tokens'] - 1} | {c['encoder_params']/1e6:.1f} | {c['decoder_params']/1e6:.1f} "
-                    f"| {c['encoder_flops']/1e9:.2f} | {c['decoder_flops']/1e9:.2f} | {per_tok:.1%} "
-                    f"| {c['decoder_flops']/c['encoder_flops']:.1%} | {c['encoder_flops_all_tokens']/c['encoder_flops']:.2f}× |")
-    return '\n'.join(rows)
-
-# %% ../nbs/05_mae.ipynb #ab36484e
-def train_flops(cfg: MAEConfig, # the model; `encoder_mask_tokens=True` counts the Table 1c baseline
-                mask_ratio: float | None = None, # default cfg.mask_ratio
-               ) -> dict[str, float]: # per image: encoder/decoder forward FLOPs (from `count_flops`), train FLOPs (forward + backward)
-    "FLOPs per image of one training step (forward and backward of the loss), counted on the meta device."
-    from torch.utils.flop_counter import FlopCounterMode
-    r = cfg.mask_ratio if mask_ratio is None else mask_ratio
-    cfg = replace(cfg, masking='random')                          # how many patches count, not which (as `count_flops`)
-    fwd = count_flops(cfg, r)
-    B = 2
-    with torch.device('meta'):
-        model = MaskedAutoencoder(cfg)
-        imgs = torch.empty(B, cfg.in_chans, cfg.img_size, cfg.img_size)
-        with FlopCounterMode(display=False) as fc: model(imgs, mask_ratio=r).loss.backward()
-    return dict(encoder_flops=fwd['encoder_flops'], decoder_flops=fwd['decoder_flops'],
-                forward_flops=fwd['encoder_flops'] + fwd['decoder_flops'], train_flops=fc.get_total_flops() / B)

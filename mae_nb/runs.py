@@ -155,7 +155,7 @@ def make_train_step(model: torch.nn.Module, groups: list[dict], plan: RunPlan, t
     ddp = wrap_model(model, device, world, tc.compile, tc.compile_mode)
     from torch.profiler import record_function
     step = TrainStep(ddp, opt, device, amp_dtype(tc.amp, device), sched, tc.accum_iter, ddp.no_sync if world > 1 else None)
-    step.phase = record_function                                              # its parts named for the profiler (notebook 18's breakdown)
+    step.phase = record_function                                              # its parts named for the profiler (notebook 18b's breakdown)
     return step
 
 # %% ../nbs/14_runs.ipynb #b46fe283

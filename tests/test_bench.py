@@ -7,12 +7,13 @@ import pytest
 import torch
 import mae_nb.bench as bench
 import mae_nb.suite as suite
-from mae_nb.bench import (CONTENDERS, PHASES, BenchConfig, bench_step, benchmark, format_bench, format_breakdown, peak_tflops,
-                          step_breakdown, time_steps, time_to_train)
-from mae_nb.suite import CPU_SUITE, CUDA_SUITE, SUITE_KINDS, SuiteEntry, run_suite, suite_plan
+from mae_nb.bench import CONTENDERS, BenchConfig, bench_step, benchmark, format_bench, peak_tflops, time_steps, time_to_train
+from mae_nb.suite import (CPU_SUITE, CUDA_SUITE, PHASES, SUITE_KINDS, SuiteEntry, format_breakdown, run_suite, step_breakdown,
+                          suite_plan)
 from mae_nb.cli import main
 from mae_nb.distributed import device_name
-from mae_nb.model import MAEConfig, train_flops
+from mae_nb.model import MAEConfig
+from mae_nb.cost import train_flops
 from mae_nb.runs import TrainConfig
 from mae_nb.weights import have_transformers
 
