@@ -12,13 +12,14 @@ from .datasets import DATASETS, SKIP_POLICY
 from .evaluate import POOLS
 from .bench import BenchConfig, run_bench
 from .suite import run_suite
-from .experiments import DemoConfig, FinetuneConfig, PretrainConfig, ProbeConfig, demo, finetune, probe, run_pretrain, write_summary
+from .runs import PretrainConfig, run_pretrain
+from .experiments import DemoConfig, FinetuneConfig, ProbeConfig, demo, finetune, probe
 from .ablations import ABLATIONS, BUDGETS, ablation_study
 from .masking import MASKINGS, check_mask_ratio
 from .model import PRESETS
 from .cost import flops_table
 from .weights import convert
-from .distributed import AMP_MODES
+from .distributed import AMP_MODES, write_summary
 
 # %% auto #0
 __all__ = ['CHOICES', 'COMMANDS', 'USER_ERRORS', 'AFTER_CTRL_C', 'FIELD_FLAGS', 'field_docs', 'config_flags', 'config_from',

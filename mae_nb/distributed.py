@@ -4,14 +4,16 @@
 
 # %% ../nbs/13_distributed.ipynb #dfedf947
 from __future__ import annotations
-import os, platform
+import json, os, platform
+from pathlib import Path
 import torch
 import torch.distributed as dist
+from .core import write_json
 from .vit import Block
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'resolve_device', 'device_name', 'amp_dtype', 'keep_freed_memory', 'return_freed_memory',
-           'deterministic_algorithms', 'dist_setup', 'compile_model', 'wrap_model', 'ranks_in_sync']
+           'deterministic_algorithms', 'dist_setup', 'compile_model', 'wrap_model', 'ranks_in_sync', 'write_summary']
 
 # %% ../nbs/13_distributed.ipynb #5e6aaa61
 def resolve_device(name: str = 'auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
@@ -135,3 +137,13 @@ def ranks_in_sync(model, world: int, device) -> bool:
     allfp = [torch.zeros_like(fp) for _ in range(world)]
     dist.all_gather(allfp, fp)
     return all(torch.equal(allfp[0], f) for f in allfp[1:])
+
+# %% ../nbs/13_distributed.ipynb #ds000002
+def write_summary(summary: dict, out_dir: str | Path):
+    "After a training run: rank 0 prints the summary, then writes OUT/summary.json; every rank leaves the process group."
+    try:
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(json.dumps(summary))                              # printed first: a failed write loses nothing
+            write_json(Path(out_dir)/'summary.json', summary)
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()

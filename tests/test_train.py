@@ -151,7 +151,7 @@ def test_each_config_declares_what_a_resume_may_change():
     "A config built on TrainConfig adds its own resumable fields; the run-defining ones still refuse a resume."
     from dataclasses import asdict
     from mae_nb.runs import changed_settings
-    from mae_nb.experiments import PretrainConfig
+    from mae_nb.runs import PretrainConfig
     from mae_nb.experiments import FinetuneConfig
     for cls, may, may_not in [(PretrainConfig, dict(knn_every=5, knn_train=100), dict(knn_every=5, seed=1)),
                               (FinetuneConfig, dict(eval_every=3, eval_limit=64), dict(eval_every=3, mixup=0.0))]:
