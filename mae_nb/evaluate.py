@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .train import warmup_cosine
 
 # %% auto #0
-__all__ = ['POOLS', 'pool_latent', 'extract_features', 'probe_head', 'linear_probe', 'knn_accuracy', 'knn_monitor']
+__all__ = ['POOLS', 'pool_latent', 'extract_features', 'probe_head', 'linear_probe', 'knn_accuracy']
 
 # %% ../nbs/08_evaluate.ipynb #5e3856fb
 POOLS = ('mean', 'cls')   # global average of the patch tokens (the default), or the cls token
@@ -63,17 +63,14 @@ def probe_head(dim: int, # feature dimension D
     return head
 
 # %% ../nbs/08_evaluate.ipynb #7db3d52a
-def _check_split(x: torch.Tensor, y: torch.Tensor, name: str):
-    if x.ndim != 2: raise ValueError(f"{name}_x must be features of shape (N, D), got {tuple(x.shape)}")
-    if len(x) == 0: raise ValueError(f"{name}_x is empty: need at least one sample")
-    if len(x) != len(y): raise ValueError(f"{name}_x has {len(x)} rows but {name}_y has {len(y)} labels")
-
 def _check_features(train_x, train_y, test_x, test_y):
     "Raise a one-line `ValueError` unless both splits are non-empty (N, D) features with matching labels and D."
-    _check_split(train_x, train_y, 'train'); _check_split(test_x, test_y, 'test')
+    for name, x, y in (('train', train_x, train_y), ('test', test_x, test_y)):
+        if x.ndim != 2: raise ValueError(f"{name}_x must be features of shape (N, D), got {tuple(x.shape)}")
+        if len(x) == 0: raise ValueError(f"{name}_x is empty: need at least one sample")
+        if len(x) != len(y): raise ValueError(f"{name}_x has {len(x)} rows but {name}_y has {len(y)} labels")
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train features have {train_x.shape[1]} dimensions but test features {test_x.shape[1]}")
-
 def _num_classes(num_classes: int | None, *ys: torch.Tensor) -> int:
     "`num_classes`, or the largest label + 1; refuses labels outside the range."
     n = max(int(y.max()) for y in ys) + 1
@@ -81,7 +78,6 @@ def _num_classes(num_classes: int | None, *ys: torch.Tensor) -> int:
     if num_classes is None: return n
     if num_classes < n: raise ValueError(f"num_classes={num_classes} but the labels go up to {n - 1}")
     return num_classes
-
 @torch.no_grad()
 def _accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> float:
     "Top-1 accuracy of `head` on (x, y), in percent, in eval mode."
@@ -107,9 +103,7 @@ def _train_head(head: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y:
             if len(idx) < 2: continue                                # BatchNorm needs two samples
             for group in opt.param_groups: group['lr'] = peak * warmup_cosine(step, warmup, total)
             loss = F.cross_entropy(head(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             step += 1
         if progress: bar.set_postfix(loss=f'{loss.item():.3f}')
 
@@ -166,19 +160,3 @@ def knn_accuracy(train_x: torch.Tensor, # training features (N, D)
         votes = torch.zeros(len(xb), C, device=dev).scatter_add_(1, train_y[idx], (sim / temperature).exp())   # (b, C)
         correct += (votes.argmax(1) == yb.to(dev, non_blocking=True)).sum()
     return 100.0 * int(correct) / len(test_y)
-
-# %% ../nbs/08_evaluate.ipynb #e0f9478b
-def knn_monitor(train_batches, # re-iterable (x, y) batches, unaugmented: the kNN's memory, e.g. a `TensorLoader` with train=False
-                test_batches, # re-iterable (x, y) batches to classify
-                every: int = 1, # run every N epochs
-                pool: str = 'mean', # 'mean' or 'cls', see `pool_latent`
-                k: int = 20, # neighbours
-               ): # a function (model, epoch) -> {'knn': accuracy in percent} or None
-    "A `fit` monitor: weighted-kNN accuracy of the encoder's features every `every` epochs."
-    if every < 1: raise ValueError(f"every must be at least 1, got {every}")
-    def monitor(model, epoch: int):
-        if epoch % every: return None
-        amp = next(model.parameters()).device.type == 'cuda'
-        (trx, try_), (tex, tey) = (extract_features(model, b, pool, amp=amp) for b in (train_batches, test_batches))
-        return dict(knn=knn_accuracy(trx, try_, tex, tey, k=k))
-    return monitor

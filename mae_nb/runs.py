@@ -15,7 +15,7 @@ from .data import TensorLoader
 from .datasets import DATASETS, dataset_info, load_tensor_dataset
 from .loaders import FirstBatches, make_loader
 from .model import MAEConfig, MaskedAutoencoder
-from .evaluate import POOLS, knn_monitor
+from .evaluate import POOLS, extract_features, knn_accuracy
 from .train import TrainStep, batch_noise, param_groups, warmup_cosine
 from .checkpoint import CheckpointWriter, MetricsLog, check_diverged, check_fits, check_writable, hold_run_folder, load_checkpoint, release_run_folder
 from .distributed import AMP_MODES, amp_dtype, dist_setup, ranks_in_sync, resolve_device, wrap_model, write_summary
@@ -327,7 +327,7 @@ def fit(model: torch.nn.Module, # on `device`, initialised (or loaded); its weig
 # %% ../nbs/14_runs.ipynb #f018d7d8
 def pretrain(mc: MAEConfig, # the model to pretrain
              tc: TrainConfig, # the run
-             monitor=None, # (model, epoch) -> dict or None after each epoch, e.g. `evaluate.knn_monitor(...)`
+             monitor=None, # (model, epoch) -> dict or None after each epoch, e.g. `knn_monitor_for(...)`
             ) -> dict:
     "Pretrain a masked autoencoder; returns a summary (steps, final loss, speed, checkpoint path)."
     check_value(mc.mask_ratio > 0, 'mask_ratio', mc.mask_ratio, 'above 0 to pretrain: with no patch removed there is nothing to reconstruct')
@@ -381,7 +381,7 @@ def run_pretrain(pc: PretrainConfig) -> dict:
 # %% ../nbs/14_runs.ipynb #08c24dba
 def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_000, data_root=None, pool: str = POOLS[0],
                     device='cpu', batch_size: int = 512, k: int = 20, n_eval: int | None = None):
-    "A kNN `monitor` for `pretrain`: the first `n_train` training images are remembered, the test split (its first `n_eval`) is classified."
+    "A `fit` monitor: every `every` epochs, the weighted-kNN accuracy of the encoder's features, the first `n_train` training images as its memory, the test split (its first `n_eval`) classified."
     if dataset == 'imagefolder':
         tc = TrainConfig(dataset=dataset, data_root=data_root, batch_size=batch_size, limit=n_train)
         train, test = (build_loader(tc, cfg, device=device, split=s, train=False) for s in ('train', 'val'))
@@ -391,4 +391,9 @@ def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_
         make = lambda x, y: TensorLoader(x, y, batch_size, img_size=cfg.img_size, train=False, mean=info['mean'], std=info['std'], device=device)
         (tx, ty), (vx, vy) = load_tensor_dataset(dataset, 'train', data_root), load_tensor_dataset(dataset, 'test', data_root)
         train, test = make(tx[:n_train], ty[:n_train]), make(vx[:n_eval], vy[:n_eval])
-    return knn_monitor(train, test, every=every, pool=pool, k=k)
+    def monitor(model, epoch: int) -> dict | None:
+        if epoch % every: return None
+        amp = next(model.parameters()).device.type == 'cuda'
+        (trx, try_), (tex, tey) = (extract_features(model, b, pool, amp=amp) for b in (train, test))
+        return dict(knn=knn_accuracy(trx, try_, tex, tey, k=k))
+    return monitor
