@@ -5,6 +5,7 @@
 # %% ../nbs/13_distributed.ipynb #dfedf947
 from __future__ import annotations
 import json, os, platform
+from contextlib import nullcontext
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -12,7 +13,7 @@ from .core import write_json
 from .vit import Block
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'resolve_device', 'device_name', 'amp_dtype', 'keep_freed_memory', 'return_freed_memory',
+__all__ = ['AMP_MODES', 'resolve_device', 'device_name', 'amp_dtype', 'TrainStep', 'keep_freed_memory', 'return_freed_memory',
            'deterministic_algorithms', 'dist_setup', 'compile_model', 'wrap_model', 'ranks_in_sync', 'write_summary']
 
 # %% ../nbs/13_distributed.ipynb #5e6aaa61
@@ -58,6 +59,41 @@ def amp_dtype(amp: str, # one of AMP_MODES
     if amp not in AMP_MODES: raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}; got {amp!r}")
     if amp == 'auto': return torch.bfloat16 if device.type == 'cuda' else None
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
+
+# %% ../nbs/13_distributed.ipynb #a30d62dc
+class TrainStep:
+    "One micro-step: `loss_fn(model, *args)` under autocast, scaled backward; every `accum_iter`-th also the optimizer update."
+    def __init__(self, model, # what `loss_fn` gets: the model, or its DDP / compiled wrapper
+                 opt: torch.optim.Optimizer,
+                 device: torch.device,
+                 amp: torch.dtype | None = None, # autocast dtype (None: full precision); float16 also turns on the gradient scaler
+                 sched=None, # learning-rate scheduler, stepped after each update
+                 accum_iter: int = 1, # micro-steps per update
+                 no_sync=None, # DDP's `no_sync`: skip the gradient all-reduce on micro-steps without an update
+                ):
+        self.model, self.opt, self.device, self.amp, self.sched, self.accum_iter, self.no_sync = model, opt, device, amp, sched, accum_iter, no_sync
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+        self.micro = 0
+
+    phase = staticmethod(lambda name: nullcontext())   # a named part of the step: 'forward', 'backward', 'optimizer' (the engine names them for its profiler)
+
+    def __call__(self, loss_fn, *args, update: bool | None = None) -> torch.Tensor:
+        "Run one micro-step and return its loss, detached; `update` defaults to every `accum_iter`-th call."
+        self.micro += 1
+        update = self.micro % self.accum_iter == 0 if update is None else update
+        with nullcontext() if update or self.no_sync is None else self.no_sync():
+            with self.phase('forward'), torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                loss = loss_fn(self.model, *args)
+            with self.phase('backward'): self.scaler.scale(loss / self.accum_iter).backward()
+        if update:
+            with self.phase('optimizer'): self.update()
+        return loss.detach()
+
+    def update(self):
+        "Apply the accumulated gradients: optimizer step (skipped by the scaler on inf/NaN gradients), scaler update, zero grads, schedule."
+        self.scaler.step(self.opt); self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        if self.sched is not None: self.sched.step()
 
 # %% ../nbs/13_distributed.ipynb #efb5c69e
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameters (malloc.h)

@@ -16,9 +16,9 @@ from .datasets import DATASETS, dataset_info, load_tensor_dataset
 from .loaders import FirstBatches, make_loader
 from .model import MAEConfig, MaskedAutoencoder
 from .evaluate import POOLS, extract_features, knn_accuracy
-from .train import TrainStep, batch_noise, param_groups, warmup_cosine
+from .train import batch_noise, param_groups, warmup_cosine
 from .checkpoint import CheckpointWriter, MetricsLog, check_diverged, check_fits, check_writable, hold_run_folder, load_checkpoint, release_run_folder
-from .distributed import AMP_MODES, amp_dtype, dist_setup, ranks_in_sync, resolve_device, wrap_model, write_summary
+from .distributed import AMP_MODES, TrainStep, amp_dtype, dist_setup, ranks_in_sync, resolve_device, wrap_model, write_summary
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'START', 'TrainConfig', 'prepare_out', 'build_loader', 'RunPlan', 'plan_run', 'make_optimizer',

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mae_nb.cli import build_parser, command_fields, main, user_message
 from mae_nb.core import ConfigError, RunError
-from mae_nb.train import TrainStep
+from mae_nb.distributed import TrainStep
 
 QUICK = ['--limit', '128', '--batch-size', '64', '--no-progress', '--log-every', '1']
 PARSER = build_parser()
