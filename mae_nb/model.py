@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 import torch
 import torch.nn as nn
-from .core import check_numbers, check_value
+from .core import check_numbers, check_positive_ints, check_value
 from .patches import patchify, unpatchify
 from .masking import MASKINGS, check_mask_ratio, mask_noise, num_keep, random_masking
 from .pos_embed import get_2d_sincos_pos_embed
@@ -55,18 +55,13 @@ class MAEConfig:
 def _check_config(self: MAEConfig):
     "Refuse, in one line each, a config that cannot make a model."
     check_numbers(self)                                   # every number finite and not absurd (from core)
-    def need(ok, msg):
-        if not ok: raise ValueError(msg)
-    for k in ('img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'decoder_embed_dim', 'decoder_depth', 'decoder_num_heads'):
-        check_value(isinstance(getattr(self, k), int) and getattr(self, k) >= 1, k, getattr(self, k), 'a whole number of at least 1')
+    check_positive_ints(self, 'img_size', 'patch_size', 'in_chans', 'embed_dim', 'depth', 'num_heads', 'decoder_embed_dim', 'decoder_depth', 'decoder_num_heads')
     check_value(self.mlp_ratio > 0, 'mlp_ratio', self.mlp_ratio, 'positive')
-    need(self.img_size % self.patch_size == 0, f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
-    need(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-    need(self.decoder_embed_dim % self.decoder_num_heads == 0,
-         f"decoder_embed_dim {self.decoder_embed_dim} is not divisible by decoder_num_heads {self.decoder_num_heads}")
-    need(self.embed_dim % 4 == 0 and self.decoder_embed_dim % 4 == 0,
-         "embed_dim and decoder_embed_dim must be divisible by 4 (2-D sine-cosine positions)")
-    need(self.masking in MASKINGS, f"unknown masking {self.masking!r}: choose one of {', '.join(MASKINGS)}")
+    for a, b in (('img_size', 'patch_size'), ('embed_dim', 'num_heads'), ('decoder_embed_dim', 'decoder_num_heads')):
+        if getattr(self, a) % getattr(self, b): raise ValueError(f"{a} {getattr(self, a)} is not divisible by {b} {getattr(self, b)}")
+    if self.embed_dim % 4 or self.decoder_embed_dim % 4:
+        raise ValueError("embed_dim and decoder_embed_dim must be divisible by 4 (2-D sine-cosine positions)")
+    if self.masking not in MASKINGS: raise ValueError(f"unknown masking {self.masking!r}: choose one of {', '.join(MASKINGS)}")
     self.mask_ratio = check_mask_ratio(self.mask_ratio)
     N = self.num_patches
     check_value(num_keep(N, self.mask_ratio) >= 1, 'mask_ratio', self.mask_ratio,

@@ -41,3 +41,11 @@ def test_patch_to_adds_a_method_under_the_class_name():
     def twice(self, x): return 2 * x
     assert Demo().twice(3) == 6 and Demo.twice.__qualname__ == 'Demo.twice'
     assert MaskedAutoencoder.forward_encoder.__qualname__ == 'MaskedAutoencoder.forward_encoder'
+
+
+def test_same_noise_same_loss_and_ratio_zero_keeps_the_order(model):
+    imgs, noise = torch.rand(4, 1, 28, 28), torch.rand(4, 49)
+    with torch.no_grad():
+        assert float(model(imgs, noise=noise).loss) == float(model(imgs, noise=noise).loss)
+        _, mask, ids_restore = model.forward_encoder(imgs, 0)
+    assert mask.sum() == 0 and torch.equal(ids_restore, torch.arange(49).expand(4, 49))
