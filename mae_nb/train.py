@@ -67,7 +67,7 @@ def batch_noise(mc: MAEConfig, # the model's config: its masking strategy, ratio
     "Masking noise (batch_size, N) for this rank's share of global batch `batch` of `epoch`, on the CPU."
     g = torch.Generator().manual_seed(mix_seed(seed, epoch, batch))
     noise = mask_noise(mc.masking, batch_size * world, (mc.grid_size, mc.grid_size), mc.mask_ratio, generator=g)
-    return noise[rank::world].contiguous()                           # (batch_size, N): its own rows, packed (pinned and copied as one block)
+    return noise[rank::world].contiguous()                           # (batch_size, N): its own rows, packed in one block
 
 # %% ../nbs/06_train.ipynb #d66092cd
 def pretrain_loop(model: MaskedAutoencoder, # trained in place, on the loader's device

@@ -62,3 +62,12 @@ def test_loader_refuses_what_it_cannot_serve(toy, args, says):
 
 def test_loader_refuses_wrong_statistics(toy):
     with pytest.raises(ValueError, match='one value per channel'): TensorLoader(*toy, 8, mean=(0.1, 0.2))
+
+
+def test_read_idx_round_trip(tmp_path):
+    "A file written in the idx format, gzipped, reads back as the tensor it holds."
+    import gzip, struct
+    from mae_nb.data import read_idx
+    x = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    with gzip.open(tmp_path/'x.gz', 'wb') as f: f.write(bytes([0, 0, 8, 3]) + struct.pack('>3I', 3, 5, 7) + x.numpy().tobytes())
+    assert torch.equal(read_idx(tmp_path/'x.gz'), x)

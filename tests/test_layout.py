@@ -15,7 +15,7 @@ ENGINE = ORDER[ORDER.index('finetune') + 1:]
 LESSON_NBS = sorted((ROOT/'nbs').glob('0[0-9]*_*.ipynb'))
 # what a lesson notebook never shows: locks, signals, temporary files, pinned memory, compile internals, unpicklers,
 # profilers, timing harnesses (the engine's notebooks hold those)
-MACHINERY = re.compile(r'\b(fcntl|flock|signal\.|os\.replace|pin_memory|is_pinned|torch\.compile|_dynamo|pickle|Unpickler|'
+MACHINERY = re.compile(r'\b(fcntl|flock|tempfile|signal\.|os\.replace|pin_memory|is_pinned|torch\.compile|_dynamo|pickle|Unpickler|'
                        r'torch\.profiler|perf_counter|time\.time\(|resource\.getrusage)')
 # the aims: a lesson notebook reads in a sitting (~250 code lines), the whole lesson ~1,800, no module over ~400 lines.
 # Where the project is not there yet, the size of today is the ceiling (a test fails if it grows): lower these as the
