@@ -322,7 +322,7 @@ class BenchConfig:
     time_to_train: str | None = None  # GPU counts, e.g. 1,8,64: hours for `epochs` over ImageNet-1K at the measured speed
     epochs: int = 800                 # epochs for time_to_train
     json: str | None = None           # also write the results here as JSON
-    suite: bool = False               # run the standard set instead (`suite_plan`: GPU-sized on CUDA, small on a CPU); of the flags above it reads only device, amp, fused and peak-tflops
+    suite: bool = False               # run the standard set instead (the speed suite: GPU-sized on CUDA, small on a CPU); of the flags above it reads only device, amp, fused and peak-tflops
     only: str | None = None           # with --suite: comma-separated names of the entries to run (default: all of them)
     out_dir: str = 'results/bench'    # with --suite: the folder of DEVICE.md and DEVICE.json (default: results/bench)
     find_batch: bool = False          # first find the largest batch at which every contender's step fits 90 % of the GPU's memory (find_batch_size), and time that

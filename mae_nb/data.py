@@ -136,7 +136,7 @@ def mix_seed(*ints: int) -> int:
 
 # %% ../nbs/00_data.ipynb #1d97f697
 class _EpochLoader:
-    "Order, sharding, length and resume, shared by `TensorLoader` and `FolderLoader`."
+    "Order, sharding, length and resume, shared by `TensorLoader` and the engine's image-folder loaders."
     def _setup(self, n, batch_size, train, seed, rank, world_size, drop_last):
         if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, world_size) = [0, {world_size}), got {rank}")

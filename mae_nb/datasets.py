@@ -94,7 +94,7 @@ def load_tensor_dataset(name: str, # 'fmnist' or 'cifar10'
         images, labels = fashion_mnist(split, None if root is None else Path(root)/'fashion-mnist')
         return images[:, None], labels
     if name == 'cifar10': return cifar10(split, root)
-    raise ValueError(f"{name!r} is not an in-memory dataset: choose 'fmnist' or 'cifar10' (image folders stream from disk through imagefolder() and FolderLoader)")
+    raise ValueError(f"{name!r} is not an in-memory dataset: choose 'fmnist' or 'cifar10' (image folders stream from disk: `imagefolder()`)")
 
 # %% ../nbs/10_datasets.ipynb #63523686
 _MISSING_SPLIT = ("an image folder holds one sub-folder of images per class under each split, as ImageNet's train/n01440764/*.JPEG "
