@@ -12,7 +12,7 @@ from .core import to_device
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'data_dir', 'read_idx', 'fashion_mnist', 'sample_fashion', 'crop_boxes', 'resized_crops',
-           'batch_augment', 'mix_seed', 'TensorLoader']
+           'batch_augment', 'mix_seed', 'epoch_order', 'TensorLoader']
 
 # %% ../nbs/00_data.ipynb #3f3a1f5c
 def data_dir() -> Path:
@@ -118,15 +118,13 @@ def batch_augment(imgs: torch.Tensor, # (B, C, H, W) uint8, or float in [0, 1], 
                   scale: tuple[float, float] = (0.2, 1.0), # crop area range, as a fraction of the image
                   ratio: tuple[float, float] = (3/4, 4/3), # crop aspect ratio range
                   flip: bool = True, # mirror half of the images left-right
-                  share: tuple[int, int] = (0, 1), # (rank, world size): draw for the global batch of B·world images, use rows rank::world
                  ) -> torch.Tensor: # (B, C, out_size, out_size) float in [0, 1]
     "The paper's pretraining augmentation (random resized crop, bicubic; horizontal flip) for a whole batch on its device."
     if imgs.ndim != 4: raise ValueError(f"imgs must be a batch (B, C, H, W), got shape {tuple(imgs.shape)}")
     B, C, H, W = imgs.shape
-    rank, world = share
-    boxes = crop_boxes(B * world, H, W, scale, ratio, generator, device=imgs.device)
-    flips = torch.rand(B * world, generator=generator, device=boxes.device) < 0.5 if flip else None
-    return resized_crops(imgs, boxes[rank::world].contiguous(), out_size, None if flips is None else flips[rank::world].contiguous())
+    boxes = crop_boxes(B, H, W, scale, ratio, generator, device=imgs.device)
+    flips = torch.rand(B, generator=generator, device=boxes.device) < 0.5 if flip else None
+    return resized_crops(imgs, boxes, out_size, flips)
 
 # %% ../nbs/00_data.ipynb #bd32d6e1
 def mix_seed(*ints: int) -> int:
@@ -135,40 +133,12 @@ def mix_seed(*ints: int) -> int:
     return int.from_bytes(digest, 'little') >> 1
 
 # %% ../nbs/00_data.ipynb #1d97f697
-class _EpochLoader:
-    "Order, sharding, length and resume, shared by `TensorLoader` and the engine's image-folder loaders."
-    def _setup(self, n, batch_size, train, seed, rank, world_size, drop_last):
-        if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, world_size) = [0, {world_size}), got {rank}")
-        if n < world_size: raise ValueError(f"cannot share {n} samples among {world_size} ranks: use fewer ranks or more data")
-        self.n, self.batch_size, self.train, self.seed = n, batch_size, train, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-        self.drop_last = train if drop_last is None else drop_last
-        if len(self) == 0:
-            raise ValueError(f"`batch_size` {batch_size} is larger than the {n // world_size} samples per rank, and a training epoch drops "
-                             "the last partial batch, so it would have none: lower `batch_size`, or use more images")
-
-    def indices(self, epoch: int | None = None) -> torch.Tensor: # (N // world_size,) int64 on CPU
-        "This rank's dataset indices for `epoch` (default: the current one), in the order they are served."
-        epoch = self.epoch if epoch is None else epoch
-        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-                 if self.train else torch.arange(self.n))
-        return order[:self.n - self.n % self.world_size][self.rank::self.world_size]
-
-    def __len__(self) -> int:
-        "Batches per epoch for this rank."
-        per_rank = self.n // self.world_size
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
-
-    def set_epoch(self, epoch: int):
-        "Serve epoch `epoch` from now on (its own order and augmentation)."
-        self.epoch = int(epoch)
-
-    def _check_start(self, start: int) -> int:
-        if not 0 <= start <= len(self): raise ValueError(f"start must be a batch number in [0, {len(self)}], got {start}")
-        return int(start)
-
-    def __iter__(self): return self.iter_from(0)
+def epoch_order(n: int, # samples in the dataset
+                seed: int, # the run's seed
+                epoch: int, # which epoch
+               ) -> torch.Tensor: # (n,) int64: a permutation of 0 … n − 1, on the CPU
+    "The order of epoch `epoch`: a permutation drawn from a CPU generator seeded by (seed, epoch) alone."
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 # %% ../nbs/00_data.ipynb #05d61614
 def _per_channel(values, device=None) -> torch.Tensor: # (1, len(values), 1, 1) float32
@@ -194,42 +164,44 @@ def _unaugmented(x: torch.Tensor, # (B, C, H, W) uint8
     return F.interpolate(x, size=(size, size), mode='bicubic', antialias=True, align_corners=False).clamp_(0, 1)
 
 # %% ../nbs/00_data.ipynb #a9059b1e
-class TensorLoader(_EpochLoader):
+class TensorLoader:
     "Batches from an in-memory uint8 dataset, kept on `device` (GPU-resident for small datasets): shuffling, augmentation and normalisation happen in batch on the device."
     def __init__(self, images: torch.Tensor, # (N, C, H, W) uint8
                  labels: torch.Tensor, # (N,) class numbers
-                 batch_size: int, # per rank
+                 batch_size: int, # images per batch
                  img_size: int | None = None, # side of the served images; default the images' own
                  train: bool = True, # shuffle and augment (else: dataset order, no augmentation)
                  mean=(0.5,), std=(0.5,), # per-channel normalisation (one value for all channels, or one per channel)
                  device='cpu', # where the dataset lives and batches are made
                  seed: int = 0, # fixes every epoch's order and augmentation
-                 rank: int = 0, world_size: int = 1, # this process's share of each epoch under DDP
-                 drop_last: bool | None = None, # drop the last partial batch; default: when training
                  augment: bool | None = None, # random crops and flips; default: when training
                  crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range, as a fraction of the image's
                 ):
         _check_tensor_dataset(images, labels, mean, std)
-        self.device = torch.device(device)
+        if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if train and batch_size > len(images):
+            raise ValueError(f"`batch_size` {batch_size} is larger than the {len(images)} images, and a training epoch drops the last "
+                             "partial batch, so it would have none: lower `batch_size`, or use more images")
+        self.device, self.batch_size, self.train, self.seed, self.epoch = torch.device(device), batch_size, train, seed, 0
         self.images = images.to(self.device)                                       # (N, C, H, W) uint8
         self.labels = torch.as_tensor(labels).long().to(self.device)               # (N,)
         self.img_size, self.augment = img_size or images.shape[-1], train if augment is None else augment
         self.crop_scale = tuple(crop_scale)
         self.mean, self.std = _per_channel(mean, self.device), _per_channel(std, self.device)   # (1, C or 1, 1, 1)
-        self._setup(len(images), batch_size, train, seed, rank, world_size, drop_last)
-
-    def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are skipped without being made
-                 ): # yields x (B, C, S, S) float normalised, y (B,) int64, both on `device`
-        "The current epoch's batches from batch `start` on: exactly those `iter_from(0)` yields there."
-        start = self._check_start(start)
-        return self._batches(self.epoch, self.indices().to(self.device), start)
-
+    def __len__(self) -> int:
+        "Batches per epoch: a training epoch drops the last partial batch, an evaluation keeps it."
+        return len(self.images) // self.batch_size if self.train else -(-len(self.images) // self.batch_size)
+    def set_epoch(self, epoch: int):
+        "Serve epoch `epoch` from now on (its own order and augmentation)."
+        self.epoch = int(epoch)
+    def __iter__(self): # yields x (B, C, S, S) float normalised, y (B,) int64, both on `device`
+        order = epoch_order(len(self.images), self.seed, self.epoch) if self.train else torch.arange(len(self.images))
+        return self._batches(self.epoch, order.to(self.device), 0)
     def _batches(self, epoch, idx, start):
         for i in range(start, len(self)):
             b = idx[i * self.batch_size:(i + 1) * self.batch_size]
             yield (self._pixels(self.images[b], epoch, i) - self.mean) / self.std, self.labels[b]   # (B, C, S, S), (B,)
-
     def _pixels(self, x, epoch, i): # (B, C, H, W) uint8 -> (B, C, S, S) float in [0, 1]
         if not self.augment: return _unaugmented(x, self.img_size)
-        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, i))   # for the global batch (all ranks): DDP = one process
-        return batch_augment(x, self.img_size, generator=g, scale=self.crop_scale, share=(self.rank, self.world_size))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, i))   # batch i of epoch `epoch`: the same crops every time
+        return batch_augment(x, self.img_size, generator=g, scale=self.crop_scale)

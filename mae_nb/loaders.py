@@ -9,13 +9,70 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .core import error_line, to_device
-from .data import TensorLoader, _EpochLoader, _per_channel, crop_boxes, mix_seed
+from .data import TensorLoader, _per_channel, crop_boxes, epoch_order, mix_seed, resized_crops
 from .datasets import (IMAGENET_MEAN, IMAGENET_STD, UnreadableImages, _REPORTED, _check_dataset, _sample_path, _unreadable_errors,
                              dataset_info, folder_dataset, imagefolder, load_tensor_dataset)
 
 # %% auto #0
-__all__ = ['default_workers', 'FolderLoader', 'image_bytes', 'decode_images', 'crop_resize', 'DeviceDecodeLoader', 'make_loader',
-           'FirstBatches']
+__all__ = ['shared_augment', 'ShardedTensorLoader', 'default_workers', 'FolderLoader', 'image_bytes', 'decode_images',
+           'crop_resize', 'DeviceDecodeLoader', 'make_loader', 'FirstBatches']
+
+# %% ../nbs/11_loaders.ipynb #ld000004
+class _EpochLoader:
+    "Order, sharding, length and resume, shared by `ShardedTensorLoader`, `FolderLoader` and `DeviceDecodeLoader`."
+    def _setup(self, n, batch_size, train, seed, rank, world_size, drop_last):
+        if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, world_size) = [0, {world_size}), got {rank}")
+        if n < world_size: raise ValueError(f"cannot share {n} samples among {world_size} ranks: use fewer ranks or more data")
+        self.n, self.batch_size, self.train, self.seed = n, batch_size, train, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.drop_last = train if drop_last is None else drop_last
+        if len(self) == 0:
+            raise ValueError(f"`batch_size` {batch_size} is larger than the {n // world_size} samples per rank, and a training epoch drops "
+                             "the last partial batch, so it would have none: lower `batch_size`, or use more images")
+    def indices(self, epoch: int | None = None) -> torch.Tensor: # (N // world_size,) int64 on CPU
+        "This rank's dataset indices for `epoch` (default: the current one), in the order they are served."
+        epoch = self.epoch if epoch is None else epoch
+        order = epoch_order(self.n, self.seed, epoch) if self.train else torch.arange(self.n)
+        return order[:self.n - self.n % self.world_size][self.rank::self.world_size]
+    def __len__(self) -> int:
+        "Batches per epoch for this rank."
+        per_rank = self.n // self.world_size
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+    def set_epoch(self, epoch: int):
+        "Serve epoch `epoch` from now on (its own order and augmentation)."
+        self.epoch = int(epoch)
+    def _check_start(self, start: int) -> int:
+        if not 0 <= start <= len(self): raise ValueError(f"start must be a batch number in [0, {len(self)}], got {start}")
+        return int(start)
+    def __iter__(self): return self.iter_from(0)
+
+# %% ../nbs/11_loaders.ipynb #ld000012
+def shared_augment(imgs: torch.Tensor, # (B, C, H, W): this rank's rows of a global batch of B·world images
+                   out_size: int, generator: torch.Generator, scale: tuple[float, float],
+                   rank: int, world: int, # this process's rank, and the number of processes
+                  ) -> torch.Tensor: # (B, C, out_size, out_size) float in [0, 1]
+    "`batch_augment`'s crops and flips, drawn for the global batch and applied to this rank's rows of it."
+    B, _, H, W = imgs.shape
+    boxes = crop_boxes(B * world, H, W, scale, generator=generator, device=imgs.device)
+    flips = torch.rand(B * world, generator=generator, device=boxes.device) < 0.5
+    return resized_crops(imgs, boxes[rank::world].contiguous(), out_size, flips[rank::world].contiguous())
+class ShardedTensorLoader(_EpochLoader, TensorLoader):
+    "The lesson's `TensorLoader` for one rank of several, resumable at any batch (`iter_from`); `make_loader` builds it for in-memory datasets."
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, # per rank
+                 *args, rank: int = 0, world_size: int = 1, # this process's share of each epoch under DDP
+                 drop_last: bool | None = None, # drop the last partial batch; default: when training
+                 **kw): # the rest as `TensorLoader`: img_size, train, mean, std, device, seed, augment, crop_scale
+        TensorLoader.__init__(self, images, labels, batch_size, *args, **kw)
+        self._setup(len(images), batch_size, self.train, self.seed, rank, world_size, drop_last)
+    def iter_from(self, start: int = 0, # first batch of the epoch to serve; earlier ones are skipped without being made
+                 ): # yields x (B, C, S, S) float normalised, y (B,) int64, both on `device`
+        "The current epoch's batches from batch `start` on: exactly those `iter_from(0)` yields there."
+        return self._batches(self.epoch, self.indices().to(self.device), self._check_start(start))
+    def _pixels(self, x, epoch, i):
+        if not self.augment: return super()._pixels(x, epoch, i)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, i))   # for the global batch (all ranks): DDP = one process
+        return shared_augment(x, self.img_size, g, self.crop_scale, self.rank, self.world_size)
 
 # %% ../nbs/11_loaders.ipynb #6f54a094
 def _first_readable(dataset, i: int, load) -> tuple:
@@ -92,7 +149,7 @@ class _WorkerPool:
 
 # %% ../nbs/11_loaders.ipynb #1dd5f40c
 class FolderLoader(_StandIns, _WorkerPool, _EpochLoader):
-    "Same interface as TensorLoader (len, set_epoch, iter_from, __iter__) over a map-style dataset (ImageFolder), through a torch DataLoader: persistent workers, pinned memory, non-blocking copies."
+    "Same interface as ShardedTensorLoader (len, set_epoch, iter_from, __iter__) over a map-style dataset (ImageFolder), through a torch DataLoader: persistent workers, pinned memory, non-blocking copies."
     def __init__(self, dataset, # map-style, `dataset[i]` → (image tensor, label), e.g. `imagefolder(...)`
                  batch_size: int, # per rank
                  train: bool = True, # shuffle (augmentation is the dataset's transform)
@@ -289,7 +346,7 @@ def make_loader(name: str, # one of `DATASETS`
                 limit: int | None = None, # use only the first `limit` images of the split
                 decode: str = 'workers', # imagefolder: 'workers' (PIL in DataLoader workers) or 'device' (JPEGs decoded on `device`: nvJPEG on CUDA)
                 crop_scale: tuple[float, float] = (0.2, 1.0), # the random crops' area range (pretraining 0.2–1, fine-tuning 0.08–1)
-               ) -> TensorLoader | FolderLoader:
+               ) -> ShardedTensorLoader | FolderLoader:
     """The loader for a dataset: in memory on the device for fmnist and cifar10, from disk through workers for image folders.
 
     Image folders: unreadable files are skipped (the next readable image stands in), named once on stderr, counted in `loader.skipped`."""
@@ -308,7 +365,7 @@ def make_loader(name: str, # one of `DATASETS`
     images, labels = load_tensor_dataset(name, split, root)
     if limit: images, labels = images[:limit], labels[:limit]
     info = dataset_info(name)
-    return TensorLoader(images, labels, batch_size, img_size=img_size or info['img_size'], train=train, mean=info['mean'], std=info['std'],
+    return ShardedTensorLoader(images, labels, batch_size, img_size=img_size or info['img_size'], train=train, mean=info['mean'], std=info['std'],
                         device=device, seed=seed, rank=rank, world_size=world_size, augment=augment, crop_scale=crop_scale)
 
 # %% ../nbs/11_loaders.ipynb #77b0fa16

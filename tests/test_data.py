@@ -1,8 +1,10 @@
-"""What notebook 00's lesson leaves out of its page: the refusals of `fashion_mnist` and `TensorLoader`, and the finer
-statistics of the crop boxes, the augmentation's uint8 path and the loader's resizing."""
+"""What notebook 00's lesson leaves out of its page: the refusals of `fashion_mnist` and `TensorLoader`, the finer
+statistics of the crop boxes, the augmentation's uint8 path, the loader's resizing, and resuming at every batch (the engine's
+`ShardedTensorLoader`, whose one-process batches are the lesson's)."""
 import pytest
 import torch
 from mae_nb.data import TensorLoader, batch_augment, crop_boxes, fashion_mnist
+from mae_nb.loaders import ShardedTensorLoader
 
 
 def test_fashion_mnist_refusals(tmp_path):
@@ -35,12 +37,12 @@ def toy():
 def test_loader_resume_from_every_batch(toy):
     "Any start gives the tail of the epoch, including the start past the last batch; a start beyond is refused."
     imgs, ids = toy
-    full = list(TensorLoader(imgs, ids, 8, seed=3))
+    full = list(ShardedTensorLoader(imgs, ids, 8, seed=3))
     assert len({int(i) for _, y in full for i in y}) == 48
     for k in range(7):
-        tail = list(TensorLoader(imgs, ids, 8, seed=3).iter_from(k))
+        tail = list(ShardedTensorLoader(imgs, ids, 8, seed=3).iter_from(k))
         assert len(tail) == 6 - k and all(torch.equal(a, b) and torch.equal(u, v) for (a, u), (b, v) in zip(tail, full[k:]))
-    with pytest.raises(ValueError, match=r'\[0, 6\]'): TensorLoader(imgs, ids, 8).iter_from(7)
+    with pytest.raises(ValueError, match=r'\[0, 6\]'): ShardedTensorLoader(imgs, ids, 8).iter_from(7)
 
 
 def test_loader_resizes(toy):
@@ -58,6 +60,12 @@ def test_loader_resizes(toy):
 ])
 def test_loader_refuses_what_it_cannot_serve(toy, args, says):
     with pytest.raises(ValueError, match=says): TensorLoader(*args(*toy), 8)
+
+
+def test_loader_refuses_a_batch_larger_than_the_epoch(toy):
+    with pytest.raises(ValueError, match='at least 1'): TensorLoader(*toy, 0)
+    with pytest.raises(ValueError, match='lower `batch_size`'): TensorLoader(*toy, 52)
+    assert len(TensorLoader(*toy, 52, train=False)) == 1                               # evaluation keeps the partial batch
 
 
 def test_loader_refuses_wrong_statistics(toy):

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from mae_nb.core import to_device
-from mae_nb.data import TensorLoader, _per_channel
+from mae_nb.data import _per_channel
 from mae_nb.datasets import IMAGENET_MEAN, IMAGENET_STD
-from mae_nb.loaders import _apply_crops, _crop_plan
+from mae_nb.loaders import ShardedTensorLoader, _apply_crops, _crop_plan
 from mae_nb.evaluate import extract_features, knn_accuracy
 from mae_nb.augment import finetune_augment
 from mae_nb.finetune import ViTClassifier, evaluate_classifier
@@ -49,13 +49,13 @@ def test_model_on_fake_cuda_with_every_masking(fake_cuda):
 
 
 def test_loaders_device_side_on_fake_cuda(fake_cuda):
-    "TensorLoader on CUDA (dataset on the device, crops and flips drawn on the CPU for the global batch), and the device part of DeviceDecodeLoader."
+    "ShardedTensorLoader on CUDA (dataset on the device, crops and flips drawn on the CPU for the global batch), and the device part of DeviceDecodeLoader."
     images, labels = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8), torch.arange(16)
     sizes = [(30, 40), (48, 64), (50, 30)]
     plans = {train: _crop_plan(sizes, 24, train, torch.Generator().manual_seed(0)) for train in (True, False)}   # numbers, on the CPU
     with fake_cuda:
         for augment in (True, False):
-            loader = TensorLoader(images, labels, 4, img_size=24, device='cuda', rank=1, world_size=2, augment=augment)
+            loader = ShardedTensorLoader(images, labels, 4, img_size=24, device='cuda', rank=1, world_size=2, augment=augment)
             x, y = next(iter(loader))
             assert (x.device.type, y.device.type, tuple(x.shape)) == ('cuda', 'cuda', (4, 1, 24, 24))
         imgs = [torch.randint(0, 256, (3, *s), dtype=torch.uint8, device='cuda') for s in sizes]

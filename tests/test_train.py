@@ -4,7 +4,7 @@ import json, math, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
-from mae_nb.data import TensorLoader
+from mae_nb.loaders import ShardedTensorLoader
 from mae_nb.model import MAEConfig, MaskedAutoencoder
 from mae_nb.train import param_groups
 from mae_nb.checkpoint import read_metrics
@@ -84,7 +84,7 @@ def _fit(tmp_path, name, batch_size, accum_iter, n=96):
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
     noise = torch.rand(n, TINY.num_patches, generator=g)
-    loader = TensorLoader(imgs, torch.arange(n), batch_size, train=True, augment=False, seed=0)   # labels: the images' indices
+    loader = ShardedTensorLoader(imgs, torch.arange(n), batch_size, train=True, augment=False, seed=0)   # labels: the images' indices
     torch.manual_seed(0)
     model = MaskedAutoencoder(TINY)
     def loss_fn(m, x, idx, epoch, i): return m(x, noise=noise[idx]).loss
