@@ -180,7 +180,7 @@ class TensorLoader:
         _check_tensor_dataset(images, labels, mean, std)
         if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if train and batch_size > len(images):
-            raise ValueError(f"`batch_size` {batch_size} is larger than the {len(images)} images, and a training epoch drops the last "
+            raise ValueError(f"`batch_size` {batch_size} is larger than the {len(images)} samples, and a training epoch drops the last "
                              "partial batch, so it would have none: lower `batch_size`, or use more images")
         self.device, self.batch_size, self.train, self.seed, self.epoch = torch.device(device), batch_size, train, seed, 0
         self.images = images.to(self.device)                                       # (N, C, H, W) uint8
@@ -188,12 +188,9 @@ class TensorLoader:
         self.img_size, self.augment = img_size or images.shape[-1], train if augment is None else augment
         self.crop_scale = tuple(crop_scale)
         self.mean, self.std = _per_channel(mean, self.device), _per_channel(std, self.device)   # (1, C or 1, 1, 1)
-    def __len__(self) -> int:
-        "Batches per epoch: a training epoch drops the last partial batch, an evaluation keeps it."
+    def __len__(self) -> int: # batches per epoch: a training epoch drops the last partial batch, an evaluation keeps it
         return len(self.images) // self.batch_size if self.train else -(-len(self.images) // self.batch_size)
-    def set_epoch(self, epoch: int):
-        "Serve epoch `epoch` from now on (its own order and augmentation)."
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int): self.epoch = int(epoch)                       # serve epoch `epoch` from now on
     def __iter__(self): # yields x (B, C, S, S) float normalised, y (B,) int64, both on `device`
         order = epoch_order(len(self.images), self.seed, self.epoch) if self.train else torch.arange(len(self.images))
         return self._batches(self.epoch, order.to(self.device), 0)

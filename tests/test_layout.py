@@ -24,7 +24,7 @@ MACHINERY = re.compile(r'\b(fcntl|flock|tempfile|signal\.|os\.replace|pin_memory
 # fine-tuning, why it scales), then lowered as the engine's checks, the refusals and the finer statistics left the pages
 # for tests/test_<module>.py, the kNN monitor, `TrainStep` (mixed precision, accumulation, DDP's no_sync) and the loaders'
 # sharding and resume for the engine (runs, distributed, loaders), and a loss on every patch for story 22.
-LESSON_LINES, TRACK_LINES, MODULE_LINES = 266, 2_104, 400
+LESSON_LINES, TRACK_LINES, MODULE_LINES = 265, 2_096, 400
 NOT_YET_SHORT: dict[str, int] = {}   # every lesson notebook is within LESSON_LINES
 NOT_YET_SPLIT: dict[str, int] = {}   # every module is within MODULE_LINES (bench, experiments, runs were split)
 
