@@ -382,6 +382,7 @@ def run_pretrain(pc: PretrainConfig) -> dict:
 def knn_monitor_for(dataset: str, cfg: MAEConfig, every: int, n_train: int = 10_000, data_root=None, pool: str = POOLS[0],
                     device='cpu', batch_size: int = 512, k: int = 20, n_eval: int | None = None):
     "A `fit` monitor: every `every` epochs, the weighted-kNN accuracy of the encoder's features, the first `n_train` training images as its memory, the test split (its first `n_eval`) classified."
+    check_value(every >= 1, 'every', every, 'at least 1')
     if dataset == 'imagefolder':
         tc = TrainConfig(dataset=dataset, data_root=data_root, batch_size=batch_size, limit=n_train)
         train, test = (build_loader(tc, cfg, device=device, split=s, train=False) for s in ('train', 'val'))

@@ -71,3 +71,4 @@ def test_knn_monitor(model):
     feats = [extract_features(model, TensorLoader(x[:n], y[:n], 32, train=False, mean=info['mean'], std=info['std']))
              for (x, y), n in ((load_tensor_dataset('fmnist', 'train'), 64), (load_tensor_dataset('fmnist', 'test'), 32))]
     assert mon(model, 2) == dict(knn=knn_accuracy(*feats[0], *feats[1], k=5))
+    with pytest.raises(ValueError, match='every 0: must be at least 1'): knn_monitor_for('fmnist', model.cfg, every=0)
