@@ -183,7 +183,12 @@ def test_ablate_jobs_passes_the_signal_on(tmp_path, sig, status, says):
             time.sleep(0.2)
         assert p.poll() is None and len(kids) == 2, 'the runs did not start'
         p.send_signal(sig)
-        _, err = p.communicate(timeout=90)
+        try: _, err = p.communicate(timeout=90)
+        except subprocess.TimeoutExpired:                         # say where it hangs: the parent's words and each run's last lines
+            p.kill(); _, err = p.communicate()
+            logs = {f.name: f.read_text().strip().splitlines()[-3:] for f in (tmp_path/'work').glob('*.log')}
+            raise AssertionError(f'the study did not end within 90 s of the signal; alive: {[k for k in kids if _alive(k)]}; '
+                                 f'its stderr: {err!r}; the runs\' logs: {logs}') from None
         lines = err.strip().splitlines()
         assert p.returncode == status and len(lines) == 1 and f'mae_nb ablate: {says} finished runs keep their JSON files' in lines[0], err
         assert not [k for k in kids if _alive(k)], 'a run outlived the study'
